@@ -1,0 +1,105 @@
+"""XLNetConfig: the architecture (the original `xlnet_config.json` fields) and the training-side
+settings the model itself needs (memory, reuse, clamping, dropout, direction, attention type)."""
+
+import dataclasses
+import json
+from typing import Literal
+
+from xlnet.dataclass_io import from_mapping
+from xlnet.errors import UserError
+
+ORIGINAL_KEYS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "ff_activation",
+                 "untie_r", "n_token")
+
+
+def _help(text):
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class XLNetConfig:
+    n_layer: int = dataclasses.field(default=12, metadata=_help("number of layers"))
+    d_model: int = dataclasses.field(default=768, metadata=_help("hidden size (even)"))
+    n_head: int = dataclasses.field(default=12, metadata=_help("attention heads"))
+    d_head: int = dataclasses.field(default=64, metadata=_help("size of each head"))
+    d_inner: int = dataclasses.field(default=3072, metadata=_help("feed-forward inner size"))
+    ff_activation: Literal["gelu", "relu"] = dataclasses.field(
+        default="gelu", metadata=_help("`gelu` is the original's tanh approximation"))
+    untie_r: bool = dataclasses.field(
+        default=True, metadata=_help("per-layer attention biases (released models: true)"))
+    n_token: int = dataclasses.field(
+        default=32000, metadata=_help("vocabulary size; must equal the tokenizer's"))
+    mem_len: int = dataclasses.field(
+        default=384, metadata=_help("memory positions carried from the previous segment"))
+    reuse_len: int = dataclasses.field(
+        default=256, metadata=_help("leading positions of a segment cached as memory"))
+    clamp_len: int = dataclasses.field(
+        default=-1, metadata=_help("clip relative distances to this; -1 = off"))
+    dropout: float = dataclasses.field(default=0.1, metadata=_help("dropout rate"))
+    dropatt: float = dataclasses.field(
+        default=0.1, metadata=_help("dropout rate on attention probabilities"))
+    bi_data: bool = dataclasses.field(
+        default=False, metadata=_help("second half of each batch is time-reversed text"))
+    attn_type: Literal["bi", "uni"] = dataclasses.field(
+        default="bi", metadata=_help("`uni` adds a causal mask"))
+
+    def __post_init__(self):
+        for name in ("n_layer", "d_model", "n_head", "d_head", "d_inner", "n_token"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"model.{name}: must be positive, got {getattr(self, name)}")
+        if self.d_model % 2:
+            raise UserError(
+                f"model.d_model: must be even (sin|cos positional halves), got {self.d_model}")
+        for name in ("mem_len", "reuse_len"):
+            if getattr(self, name) < 0:
+                raise UserError(f"model.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.clamp_len < -1 or self.clamp_len == 0:
+            raise UserError(
+                f"model.clamp_len: must be -1 (off) or positive, got {self.clamp_len}")
+        for name in ("dropout", "dropatt"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"model.{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.ff_activation not in ("gelu", "relu"):
+            raise UserError(
+                f"model.ff_activation: unknown activation {self.ff_activation!r} "
+                "(use gelu or relu)")
+        if self.attn_type not in ("bi", "uni"):
+            raise UserError(f"model.attn_type: {self.attn_type!r} is not bi or uni")
+
+    @classmethod
+    def from_dict(cls, mapping, section="model", exclude=()):
+        return cls(**from_mapping(cls, mapping, section, exclude))
+
+    @classmethod
+    def from_json(cls, path, **overrides):
+        """Reads an original `xlnet_config.json`; `overrides` set the training-side fields."""
+        try:
+            with open(path) as f:
+                mapping = json.load(f)
+        except OSError as e:
+            raise UserError(f"{path}: cannot read the model config ({e.strerror})") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        missing = [k for k in ORIGINAL_KEYS if k not in mapping]
+        if missing:
+            raise UserError(f"{path}: missing key {missing[0]!r} of an xlnet_config.json")
+        return cls.from_dict({**mapping, **overrides}, section=str(path))
+
+    def to_original_json(self):
+        """The original release's `xlnet_config.json` content."""
+        return {k: getattr(self, k) for k in ORIGINAL_KEYS}
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def num_parameters(self):
+        """Trainable parameters: spec §6.1 formula (LM bias and mask_emb included)."""
+        d, n, dh, di, layers = self.d_model, self.n_head, self.d_head, self.d_inner, self.n_layer
+        per_layer = 5 * d * n * dh + 2 * d * di + di + d + 4 * d
+        bias_layers = layers if self.untie_r else 1
+        return (layers * per_layer + self.n_token * d + d
+                + 3 * bias_layers * n * dh + 2 * layers * n * dh + self.n_token)

@@ -1,0 +1,79 @@
+"""DataConfig: how `xlnet prepare` cuts, masks and permutes the corpus. The trainer checks the
+dataset's recorded values against it (dataset_info.json), so both stages read the same section."""
+
+import dataclasses
+from typing import Literal
+
+from xlnet.dataclass_io import from_mapping
+from xlnet.errors import UserError
+
+
+def _help(text):
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    seq_len: int = dataclasses.field(default=512, metadata=_help("tokens per example (L)"))
+    reuse_len: int = dataclasses.field(
+        default=256, metadata=_help("leading tokens continued from the previous segment (R)"))
+    num_predict: int = dataclasses.field(
+        default=85, metadata=_help("targets per example (K); split K-K//2 | K//2 between halves"))
+    perm_size: int = dataclasses.field(
+        default=256, metadata=_help("factorization-order block size; divides both halves"))
+    bi_data: bool = dataclasses.field(
+        default=True, metadata=_help("also write time-reversed streams"))
+    mask_alpha: int = dataclasses.field(
+        default=6, metadata=_help("context tokens per span token (spans cover ~beta/alpha)"))
+    mask_beta: int = dataclasses.field(default=1, metadata=_help("see mask_alpha"))
+    max_gram: int = dataclasses.field(default=5, metadata=_help("longest span"))
+    span_unit: Literal["token", "word"] = dataclasses.field(
+        default="token",
+        metadata=_help("`token`: the original's n-piece spans (Q1); `word`: n whole words"))
+    num_streams: int = dataclasses.field(
+        default=64, metadata=_help("forward streams; the training global batch must divide it"))
+    num_passes: int = dataclasses.field(
+        default=1, metadata=_help("independently sampled passes (A/B, masks, orders)"))
+    seed: int = dataclasses.field(default=0, metadata=_help("seed of all data sampling"))
+    uncased: bool = dataclasses.field(
+        default=False, metadata=_help("lower-case text (the released models are cased)"))
+    use_eod: bool = dataclasses.field(
+        default=True, metadata=_help("a blank line (document end) emits <eod>"))
+
+    def __post_init__(self):
+        for name in ("seq_len", "num_predict", "perm_size", "mask_alpha", "mask_beta",
+                     "max_gram", "num_streams", "num_passes"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"data.{name}: must be positive, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise UserError(f"data.seed: must be >= 0, got {self.seed}")
+        if not 0 < self.reuse_len < self.seq_len - 3:
+            raise UserError(
+                f"data.reuse_len: must be in (0, seq_len - 3) = (0, {self.seq_len - 3}), "
+                f"got {self.reuse_len}")
+        first_goal, second_goal = self.predict_goals
+        if first_goal > self.reuse_len:
+            raise UserError(
+                f"data.num_predict: the reuse half needs {first_goal} targets but holds only "
+                f"reuse_len={self.reuse_len} tokens; lower num_predict or raise reuse_len")
+        if second_goal > self.seq_len - self.reuse_len - 3:
+            raise UserError(
+                f"data.num_predict: the second half needs {second_goal} targets but holds only "
+                f"{self.seq_len - self.reuse_len - 3} non-functional tokens; lower num_predict")
+        for half, length in (("reuse_len", self.reuse_len),
+                             ("seq_len - reuse_len", self.seq_len - self.reuse_len)):
+            if length % self.perm_size:
+                raise UserError(
+                    f"data.perm_size: {self.perm_size} does not divide {half} = {length}")
+
+    @property
+    def predict_goals(self):
+        """Targets sampled in the reuse half and in the second half (43, 42 for K=85)."""
+        return self.num_predict - self.num_predict // 2, self.num_predict // 2
+
+    @classmethod
+    def from_dict(cls, mapping, section="data"):
+        return cls(**from_mapping(cls, mapping, section))
+
+    def get_config(self):
+        return dataclasses.asdict(self)

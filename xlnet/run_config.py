@@ -1,0 +1,98 @@
+"""RunConfig: one YAML file = one complete run (model, data, train), with `--set` overrides.
+
+The model's `reuse_len` and `bi_data` come from the data section: the trainer must use the
+values the dataset was prepared with, so the YAML states them once.
+"""
+
+import dataclasses
+import os
+
+import yaml
+
+from xlnet.config import XLNetConfig
+from xlnet.data_config import DataConfig
+from xlnet.errors import UserError
+from xlnet.train_config import TrainConfig
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+SECTIONS = ("model", "data", "train")
+MODEL_FIELDS_FROM_DATA = ("reuse_len", "bi_data")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    model: XLNetConfig
+    data: DataConfig
+    train: TrainConfig
+
+    def __post_init__(self):
+        if self.train.global_batch_size > self.data.num_streams * (2 if self.data.bi_data else 1):
+            raise UserError(
+                f"train.global_batch_size: {self.train.global_batch_size} rows exceed the "
+                f"dataset's streams; raise data.num_streams or lower the batch")
+        if self.data.bi_data and self.train.global_batch_size % 2:
+            raise UserError(
+                "train.global_batch_size: must be even with data.bi_data (half the rows read "
+                "reversed streams)")
+
+    @classmethod
+    def from_dict(cls, mapping, source="config"):
+        if not isinstance(mapping, dict):
+            raise UserError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
+        unknown = sorted(set(mapping) - set(SECTIONS))
+        if unknown:
+            raise UserError(f"{source}: unknown section {unknown[0]!r} "
+                            f"(known: {', '.join(SECTIONS)})")
+        model_section = mapping.get("model") or {}
+        for name in MODEL_FIELDS_FROM_DATA:
+            if name in model_section:
+                raise UserError(f"model.{name}: set data.{name} instead (the model uses the "
+                                "dataset's value)")
+        data = DataConfig.from_dict(mapping.get("data"))
+        model = XLNetConfig.from_dict(
+            {**model_section, "reuse_len": data.reuse_len, "bi_data": data.bi_data})
+        return cls(model=model, data=data, train=TrainConfig.from_dict(mapping.get("train")))
+
+    def to_dict(self):
+        model = self.model.get_config()
+        for name in MODEL_FIELDS_FROM_DATA:
+            model.pop(name)
+        return {"model": model, "data": self.data.get_config(), "train": self.train.get_config()}
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def resolve_config_path(name_or_path):
+    """`tiny` names configs/tiny.yaml; anything else is a path."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    candidate = os.path.join(CONFIG_DIR, f"{name_or_path}.yaml")
+    if os.path.exists(candidate):
+        return candidate
+    raise UserError(f"{name_or_path}: no such config file (or name of one in {CONFIG_DIR})")
+
+
+def apply_overrides(mapping, overrides):
+    """Applies `section.key=value` strings; values are parsed as YAML scalars."""
+    mapping = {k: dict(v or {}) for k, v in mapping.items()}
+    for item in overrides or ():
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise UserError(f"--set {item!r}: expected section.key=value, e.g. train.steps=100")
+        if section not in SECTIONS:
+            raise UserError(f"--set {item!r}: unknown section {section!r} "
+                            f"(known: {', '.join(SECTIONS)})")
+        mapping.setdefault(section, {})[name] = yaml.safe_load(raw) if raw.strip() else ""
+    return mapping
+
+
+def load_run_config(name_or_path, overrides=()):
+    path = resolve_config_path(name_or_path)
+    try:
+        with open(path) as f:
+            mapping = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return RunConfig.from_dict(apply_overrides(mapping, overrides), source=path)

@@ -1,0 +1,101 @@
+"""The dataset directory contract between `xlnet prepare` (writer) and `xlnet pretrain` (reader).
+
+Layout of a dataset directory:
+  dataset_info.json                 DatasetInfo below
+  stats.json                        corpus statistics (informational)
+  pass-{p:03d}/stream-{s:05d}.tfrecord
+                                    one file per (pass, stream): that stream's segments in order
+  COMPLETED                         written last; without it the directory is not a dataset
+
+Streams 0..num_streams-1 read forward; with bi_data, stream num_streams+s is the time-reversed
+copy of stream s (its examples carry reverse=1).
+"""
+
+import dataclasses
+import json
+import os
+
+from xlnet.errors import UserError
+
+SCHEMA_VERSION = 1
+INFO_FILE = "dataset_info.json"
+STATS_FILE = "stats.json"
+COMPLETED_FILE = "COMPLETED"
+
+# Special ids of the original vocabulary (spec §1.1).
+UNK_ID, BOS_ID, EOS_ID, CLS_ID, SEP_ID, PAD_ID, MASK_ID, EOD_ID, EOP_ID = range(9)
+SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
+
+SEQUENCE_FEATURES = ("input_ids", "segment_ids", "is_masked", "perm_rank")  # each [L] int64
+SCALAR_FEATURES = ("label", "stream", "index", "reverse")  # each [1] int64
+
+# DataConfig fields that change the records; the trainer refuses a dataset that differs.
+RECORD_FIELDS = ("seq_len", "reuse_len", "num_predict", "perm_size", "bi_data", "mask_alpha",
+                 "mask_beta", "max_gram", "span_unit", "uncased", "use_eod")
+
+
+def stream_file(pass_index, stream):
+    return f"pass-{pass_index:03d}/stream-{stream:05d}.tfrecord"
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """Content of dataset_info.json.
+
+    `data` holds the DataConfig used (all its fields). `tokenizer` holds path, sha256,
+    vocab_size and special_ids. `passes[p]` is {"seed": int, "streams": [{"stream": s,
+    "reverse": 0|1, "file": relative path, "examples": n}, ...]} in stream order.
+    """
+    data: dict
+    tokenizer: dict
+    passes: list
+    num_examples: int
+    source_files: list
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, directory):
+        """Reads a finished dataset directory; refuses one without COMPLETED."""
+        from apache_beam.io.filesystems import FileSystems  # paths may be gs://, s3://
+
+        info_path = FileSystems.join(directory, INFO_FILE)
+        if not FileSystems.exists(directory):
+            raise UserError(f"{directory}: no such dataset directory (run `xlnet prepare`)")
+        if not FileSystems.exists(FileSystems.join(directory, COMPLETED_FILE)):
+            raise UserError(f"{directory}: no COMPLETED marker; `xlnet prepare` did not finish "
+                            "there (run it again)")
+        try:
+            with FileSystems.open(info_path) as f:
+                mapping = json.loads(f.read().decode("utf-8"))
+        except Exception as e:  # any FileSystems backend error or bad JSON
+            raise UserError(f"{info_path}: cannot read dataset info ({e})") from None
+        if mapping.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(f"{info_path}: schema_version {mapping.get('schema_version')} is not "
+                            f"{SCHEMA_VERSION}; prepare the data again with this version")
+        try:
+            return cls(**mapping)
+        except TypeError as e:
+            raise UserError(f"{info_path}: unexpected content ({e})") from None
+
+    def check_matches(self, run_config, where="dataset_info.json"):
+        """Refuses a dataset prepared for another model/data config, naming the field."""
+        for name in RECORD_FIELDS:
+            want = getattr(run_config.data, name)
+            have = self.data.get(name)
+            if have != want:
+                raise UserError(f"{where}: data.{name} is {have!r} in the dataset but {want!r} "
+                                f"in the config; use a matching config or prepare again")
+        if self.tokenizer.get("vocab_size") != run_config.model.n_token:
+            raise UserError(f"{where}: the tokenizer has {self.tokenizer.get('vocab_size')} "
+                            f"pieces but model.n_token is {run_config.model.n_token}")
+
+
+def write_text_atomically(path, text):
+    """Writes `path` through a temporary name, so a reader never sees half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
