@@ -38,7 +38,7 @@ class DataConfig:
     uncased: bool = dataclasses.field(
         default=False, metadata=_help("lower-case text (the released models are cased)"))
     use_eod: bool = dataclasses.field(
-        default=True, metadata=_help("a blank line (document end) emits <eod>"))
+        default=True, metadata=_help("a blank line (document end) emits `<eod>`"))
 
     def __post_init__(self):
         for name in ("seq_len", "num_predict", "perm_size", "mask_alpha", "mask_beta",

@@ -84,7 +84,7 @@ def field_help(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
         annotation = hints[f.name]
         if typing.get_origin(annotation) is typing.Literal:
-            type_name = " | ".join(str(a) for a in typing.get_args(annotation))
+            type_name = " / ".join(str(a) for a in typing.get_args(annotation))
         else:
             type_name = getattr(annotation, "__name__", str(annotation))
         rows.append((f.name, type_name, default, f.metadata.get("help", "")))
