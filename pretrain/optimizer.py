@@ -1,0 +1,69 @@
+"""AdamW as the original trains XLNet (spec §8.2): decoupled weight decay with the original's
+exclusions, epsilon from the config, bias correction optional (off = AdamWeightDecay, Q18)."""
+
+import re
+
+import keras
+from keras import ops
+
+# Spec §8.2: a name matching DECAYED decays even though it contains "bias"; otherwise a name
+# matching NOT_DECAYED is excluded (LayerNorm parameters and biases); everything else decays.
+DECAYED = re.compile(r"r_s_bias|r_r_bias|r_w_bias")
+NOT_DECAYED = re.compile(r"LayerNorm|layer_norm|bias")
+
+
+def decays(original_name):
+    """Whether the variable with this original checkpoint name gets weight decay."""
+    return bool(DECAYED.search(original_name)) or not NOT_DECAYED.search(original_name)
+
+
+@keras.saving.register_keras_serializable(package="xlnet")
+class AdamWeightDecay(keras.optimizers.Optimizer):
+    """Adam with decoupled weight decay `θ ← θ − lr·(u + wd·θ)`.
+
+    With `bias_correction` the update `u` is Keras/TF1 Adam's (epsilon added to the
+    uncorrected root, step size scaled by the corrections); without it `u = m / (√v + ε)`, the
+    original's AdamWeightDecayOptimizer.
+    """
+
+    def __init__(self, learning_rate, weight_decay=0.0, epsilon=1e-6, bias_correction=True,
+                 beta_1=0.9, beta_2=0.999, name="adam_weight_decay", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay or None,
+                         name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.bias_correction = bias_correction
+
+    def exclude_by_original_names(self, original_variables):
+        """Excludes from decay the variables whose original names say so (call before build)."""
+        excluded = [v for name, v in original_variables.items() if not decays(name)]
+        self.exclude_from_weight_decay(var_list=excluded)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, variable.dtype)
+            beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), step)
+            beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), step)
+            lr = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        self.assign_sub(variable, ops.divide(ops.multiply(m, lr), ops.add(ops.sqrt(v),
+                                                                          self.epsilon)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                       "bias_correction": self.bias_correction})
+        return config
