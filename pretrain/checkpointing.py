@@ -1,0 +1,86 @@
+"""Checkpoints in the model directory: save every N steps, resume from the newest one that
+loads, refuse a directory that belongs to another model."""
+
+import logging
+import os
+import shutil
+
+import tensorflow as tf
+import yaml
+
+from xlnet.errors import UserError
+from xlnet.schema import write_text_atomically
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG_FILE = "run_config.yaml"
+# Sections that must equal the checkpoint's: the weights' shapes and the data they continue.
+FIXED_SECTIONS = ("model", "data")
+
+
+def check_model_dir(model_dir, run_config):
+    """Refuses a model dir whose saved config has another model or data section, by field."""
+    path = os.path.join(model_dir, RUN_CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = yaml.safe_load(f) or {}
+    current = run_config.to_dict()
+    for section in FIXED_SECTIONS:
+        for key, value in current[section].items():
+            have = (saved.get(section) or {}).get(key)
+            if have != value:
+                raise UserError(
+                    f"{model_dir}: holds checkpoints of another run ({section}.{key} is "
+                    f"{have!r} there but {value!r} now); use a new --model-dir")
+
+
+def save_run_config(model_dir, run_config):
+    os.makedirs(model_dir, exist_ok=True)
+    write_text_atomically(os.path.join(model_dir, RUN_CONFIG_FILE), run_config.to_yaml())
+
+
+class CheckpointStore:
+    """tf.train.CheckpointManager with fall-back restore; non-chief workers write to a scratch
+    directory (every worker must take part in a save) that is removed afterwards."""
+
+    def __init__(self, checkpoint, model_dir, keep, step, chief=True, worker=0):
+        self.checkpoint = checkpoint
+        self.model_dir = model_dir
+        self.chief = chief
+        directory = model_dir if chief else os.path.join(model_dir, f".worker-{worker}")
+        self._scratch = None if chief else directory
+        self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep,
+                                                  step_counter=step)
+        self._chief_manager = self.manager if chief else tf.train.CheckpointManager(
+            checkpoint, model_dir, max_to_keep=keep)
+
+    @property
+    def latest(self):
+        return self._chief_manager.latest_checkpoint
+
+    def restore_newest(self):
+        """Restores the newest checkpoint that loads; returns its path, or None for a new run.
+
+        A damaged newest checkpoint (e.g. truncated by a crash during the save) is skipped with
+        a warning. If checkpoints exist but none loads, the run stops rather than overwrite.
+        """
+        candidates = list(reversed(self._chief_manager.checkpoints))
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as e:  # a truncated data file raises IndexError, not a TF error
+                logger.warning("checkpoint %s does not load (%s); trying the previous one",
+                               path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                continue
+            return path
+        if candidates:
+            raise UserError(f"{self.model_dir}: none of its {len(candidates)} checkpoints "
+                            "loads into this model; use a new --model-dir")
+        return None
+
+    def save(self, step):
+        path = self.manager.save(checkpoint_number=step)
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        return path

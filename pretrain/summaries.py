@@ -1,0 +1,105 @@
+"""TensorBoard scalars and console step lines of the trainer (written by the chief only)."""
+
+import datetime
+import logging
+import math
+import os
+import resource
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# Dense peak TFLOP/s per device (spec §10.3; vendor sheets), by compute precision.
+PEAK_TFLOPS = {
+    "H100": {"mixed_bfloat16": 989.4, "float32": 494.7},  # float32 runs as TF32 on Hopper
+    "H200": {"mixed_bfloat16": 989.4, "float32": 494.7},
+    "A100": {"mixed_bfloat16": 312.0, "float32": 156.0},
+}
+SCALARS = ("loss", "perplexity", "accuracy", "learning_rate", "grad_norm", "tokens_per_second",
+           "mfu", "memory_bytes")
+
+
+def detect_peak_tflops(precision):
+    """The summed peak of the local accelerators when known, else 0 (MFU not reported)."""
+    total = 0.0
+    for gpu in tf.config.list_physical_devices("GPU"):
+        name = tf.config.experimental.get_device_details(gpu).get("device_name", "")
+        match = next((peaks for model, peaks in PEAK_TFLOPS.items() if model in name), None)
+        if match is None:
+            return 0.0
+        total += match[precision]
+    return total
+
+
+def memory_in_use():
+    """Bytes of accelerator memory in use (first GPU), else the process's resident memory."""
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["current"]
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class StepReporter:
+    """Accumulates per-step metrics between logs; writes one console line and TB scalars."""
+
+    def __init__(self, log_dir, total_steps, tokens_per_step, flops_per_token, peak_tflops,
+                 enabled=True):
+        self.total_steps = total_steps
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak_tflops = peak_tflops
+        self.enabled = enabled
+        self.writer = tf.summary.create_file_writer(log_dir) if enabled else None
+        self._reset(None)
+
+    def _reset(self, now):
+        self._since = now
+        self._steps = 0
+        self._sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0}
+
+    def start(self, now):
+        self._reset(now)
+
+    def write_text(self, tag, text, step):
+        if self.enabled:
+            with self.writer.as_default():
+                tf.summary.text(tag, text, step=step)
+            self.writer.flush()
+
+    def add(self, metrics):
+        self._steps += 1
+        for name in self._sums:
+            self._sums[name] += metrics[name]
+
+    def log(self, step, learning_rate, now):
+        """Means since the last log: console line and scalars; returns the scalars."""
+        elapsed = max(now - self._since, 1e-9)
+        means = {name: value / self._steps for name, value in self._sums.items()}
+        tokens_per_second = self._steps * self.tokens_per_step / elapsed
+        scalars = {
+            **means,
+            "perplexity": math.exp(min(means["loss"], 700.0)),
+            "learning_rate": learning_rate,
+            "tokens_per_second": tokens_per_second,
+            "memory_bytes": float(memory_in_use()),
+        }
+        if self.peak_tflops > 0:
+            scalars["mfu"] = tokens_per_second * self.flops_per_token / (self.peak_tflops * 1e12)
+        eta = datetime.timedelta(
+            seconds=round((self.total_steps - step) * elapsed / self._steps))
+        if self.enabled:
+            logger.info("step %d/%d loss %.7f lr %.3e grad_norm %.4f accuracy %.4f "
+                        "tokens/s %.0f%s ETA %s", step, self.total_steps, means["loss"],
+                        learning_rate, means["grad_norm"], means["accuracy"],
+                        tokens_per_second,
+                        f" mfu {scalars['mfu']:.2%}" if "mfu" in scalars else "", eta)
+            with self.writer.as_default():
+                for name, value in scalars.items():
+                    tf.summary.scalar(f"train/{name}", value, step=step)
+            self.writer.flush()
+        self._reset(now)
+        return scalars

@@ -1,0 +1,61 @@
+"""`xlnet pretrain`: train XLNet from a prepared dataset, resuming from the model directory."""
+
+import logging
+
+from xlnet.errors import UserError
+from xlnet.run_config import load_run_config
+
+logger = logging.getLogger(__name__)
+
+# Command-line flags that are shorthands for `--set train.<key>=<value>`.
+TRAIN_FLAGS = ("steps", "strategy", "log_every", "checkpoint_every", "seed")
+
+
+def configure_parser(parser):
+    parser.add_argument("--config", required=True,
+                        help="run config: a YAML path or a name in configs/ (tiny, base, large)")
+    parser.add_argument("--data", required=True, help="dataset directory from `xlnet prepare`")
+    parser.add_argument("--model-dir", required=True,
+                        help="checkpoints, TensorBoard logs and the run config; an existing "
+                        "one is resumed from its newest good checkpoint")
+    parser.add_argument("--steps", type=int, help="train.steps")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker", "tpu"),
+                        help="train.strategy (multi_worker reads TF_CONFIG or Slurm)")
+    parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
+    parser.add_argument("--log-every", type=int, help="train.log_every")
+    parser.add_argument("--checkpoint-every", type=int, help="train.checkpoint_every")
+    parser.add_argument("--seed", type=int, help="train.seed")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable)")
+    parser.add_argument("--profile-steps", metavar="A,B",
+                        help="write a TensorBoard profile of steps A to B")
+
+
+def parse_profile_steps(text):
+    if not text:
+        return None
+    try:
+        first, last = (int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--profile-steps {text!r}: expected two step numbers A,B") from None
+    if not 0 < first <= last:
+        raise UserError(f"--profile-steps {text!r}: need 0 < A <= B")
+    return first, last
+
+
+def run_command(args, extra_argv):
+    overrides = list(args.set)
+    for name in TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            overrides.append(f"train.{name}={value}")
+    run_config = load_run_config(args.config, overrides)
+    profile_steps = parse_profile_steps(args.profile_steps)
+    # The strategy comes first: multi-worker setup must precede any other TF work.
+    from pretrain.distribution import create_strategy
+    strategy = create_strategy(run_config.train.strategy, tpu=args.tpu)
+    from pretrain.trainer import Trainer
+    logger.info("strategy %s with %d replica(s)", type(strategy).__name__,
+                strategy.num_replicas_in_sync)
+    trainer = Trainer(run_config, args.data, args.model_dir, strategy, profile_steps)
+    return trainer.train()

@@ -1,0 +1,260 @@
+"""The training loop: tf.distribute step with per-replica memory, checkpoints, summaries.
+
+One optimizer step on each replica: for each of the `grad_accum_steps` micro-batches, the
+forward and backward pass (optionally XLA-compiled) with the memory its rows carried from the
+previous micro-step; then the gradients are summed across replicas, divided by the global
+number of targets (so the loss is the masked mean over the whole global batch, whatever the
+replica count), clipped by global norm, and applied. Dropout seeds are stateless, folded from
+(seed, step, micro-step, replica), and the data position is a counter, so a restored
+checkpoint (weights, optimizer, step, memory, position) continues the run exactly.
+"""
+
+import logging
+import math
+import os
+import signal
+import time
+
+import keras
+import tensorflow as tf
+
+from pretrain.checkpointing import CheckpointStore, check_model_dir, save_run_config
+from pretrain.distribution import is_chief, worker_index
+from pretrain.flops import train_flops_per_token
+from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
+from pretrain.learning_rate_schedule import WarmupDecaySchedule
+from pretrain.memory_state import MemoryState
+from pretrain.optimizer import AdamWeightDecay
+from pretrain.summaries import StepReporter, detect_peak_tflops
+from xlnet.errors import UserError
+from xlnet.lm_loss import per_example_lm_loss
+from xlnet.xlnet_lm import XLNetLM
+
+logger = logging.getLogger(__name__)
+
+MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
+EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped on request after saving
+
+
+class Trainer:
+
+    def __init__(self, run_config, data_dir, model_dir, strategy, profile_steps=None):
+        self.config = run_config
+        self.model_dir = model_dir
+        self.strategy = strategy
+        self.profile_steps = profile_steps
+        self.chief = is_chief(strategy)
+        train = run_config.train
+        info = load_dataset_info(data_dir, run_config)
+        self.plan = StreamPlan(info, data_dir, train.global_batch_size,
+                               strategy.num_replicas_in_sync, train.seed)
+        self.pipeline = InputPipeline(self.plan, run_config.data, train.seed,
+                                      train.grad_accum_steps, train.resample_perm)
+        check_model_dir(model_dir, run_config)
+        self.schedule = WarmupDecaySchedule.from_train_config(train)
+        keras.utils.set_random_seed(train.seed)
+        with strategy.scope():
+            self.model = XLNetLM(run_config.model, dtype=train.precision)
+            self.optimizer = AdamWeightDecay(
+                self.schedule, weight_decay=train.weight_decay, epsilon=train.adam_epsilon,
+                bias_correction=train.bias_correction)
+            self.optimizer.exclude_by_original_names(self.model.original_variables())
+            self.optimizer.build(self.model.trainable_variables)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name="data_position")
+        model = run_config.model
+        self.memory = MemoryState(strategy, train.global_batch_size, model.n_layer,
+                                  model.mem_len, model.d_model)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                         step=self.step, data_position=self.data_position,
+                                         memory=self.memory.host)
+        self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,
+                                           self.step, self.chief, worker_index(strategy))
+        self._forward_backward = (tf.function(self._gradients, jit_compile=True)
+                                  if train.jit_compile else self._gradients)
+        self._stop_requested = False
+        self.last_batch = None
+
+    # ---- the step ---------------------------------------------------------------------------
+
+    def _gradients(self, batch, memory, seed):
+        """Forward + backward on one micro-batch: sums for the global mean, new memory, grads."""
+        inputs = {name: batch[name] for name in MODEL_INPUTS}
+        if memory is not None:
+            inputs["mems"] = memory  # [b, N, M, D]
+        with tf.GradientTape() as tape:
+            outputs = self.model(inputs, training=True, dropout_seed=seed)
+            loss_sums, weight_sums = per_example_lm_loss(
+                outputs["logits"], batch["targets"], batch["target_weights"])  # [b], [b]
+            loss_sum = tf.reduce_sum(loss_sums)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss_sum, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)  # [b, K]
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, batch["targets"]), tf.float32)
+                                * batch["target_weights"])
+        return (loss_sum, tf.reduce_sum(weight_sums), correct, outputs.get("new_mems"),
+                grads)
+
+    def _dropout_seed(self, step, micro, replica):
+        seed = tf.constant([self.config.train.seed, 0x0d7], tf.int64)
+        for value in (step, micro, replica):
+            seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64))
+        return tf.cast(seed, tf.int32)  # [2]
+
+    def _replica_step(self, batch, memory, step):
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group
+        train = self.config.train
+        loss_sum = weight_sum = correct = 0.0
+        grads = None
+        for micro in range(train.grad_accum_steps):
+            micro_batch = {name: value[micro] for name, value in batch.items()}
+            if memory is not None:
+                # A row that starts a new stream starts from zero memory (the original start).
+                continuing = tf.cast(micro_batch["index"] > 0, memory.dtype)  # [b]
+                memory = memory * continuing[:, None, None, None]
+            seed = self._dropout_seed(step, micro, replica)
+            micro_loss, micro_weight, micro_correct, memory, micro_grads = (
+                self._forward_backward(micro_batch, memory, seed))
+            loss_sum += micro_loss
+            weight_sum += micro_weight
+            correct += micro_correct
+            grads = micro_grads if grads is None else [a + g for a, g in zip(grads, micro_grads)]
+        total_weight, total_loss, total_correct = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, [weight_sum, loss_sum, correct])
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        grads = [tf.math.divide_no_nan(g, total_weight) for g in grads]
+        grad_norm = tf.linalg.global_norm(grads)
+        if train.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, train.clip_norm, use_norm=grad_norm)
+        # The optimizer sums over replicas once more: hand it each replica's share.
+        replicas = self.strategy.num_replicas_in_sync
+        self.optimizer.apply([g / replicas for g in grads], self.model.trainable_variables)
+        metrics = {"loss": tf.math.divide_no_nan(total_loss, total_weight),
+                   "accuracy": tf.math.divide_no_nan(total_correct, total_weight),
+                   "grad_norm": grad_norm}
+        return memory, metrics
+
+    @tf.function
+    def _train_step(self, batch, memory, step):
+        new_memory, metrics = self.strategy.run(self._replica_step, args=(batch, memory, step))
+        # Every replica computed the same all-reduced metrics; take the first one's.
+        metrics = {name: self.strategy.experimental_local_results(value)[0]
+                   for name, value in metrics.items()}
+        return new_memory, metrics
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def restore(self):
+        """Restores the newest loadable checkpoint (if any); returns its path or None."""
+        path = self.checkpoints.restore_newest()
+        if path:
+            logger.info("resumed from %s at step %d", path, int(self.step.numpy()))
+        self.memory.distribute()
+        return path
+
+    def gather(self, per_replica, axis=0):
+        """A per-replica value as one tensor in global row order (a collective)."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return tf.convert_to_tensor(self.strategy.experimental_local_results(per_replica)[0])
+        return self.strategy.gather(per_replica, axis=axis)
+
+    def save(self):
+        self.memory.store()
+        path = self.checkpoints.save(int(self.step.numpy()))
+        if self.chief:
+            logger.info("saved checkpoint %s", path)
+        return path
+
+    def _distributed_dataset(self, steps):
+        position = int(self.data_position.numpy())
+
+        def dataset_fn(context):
+            replicas_per_worker = context.num_replicas_in_sync // context.num_input_pipelines
+            return self.pipeline.worker_dataset(context.input_pipeline_id, replicas_per_worker,
+                                                position, steps)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _reporter(self):
+        train, data = self.config.train, self.config.data
+        peak = train.peak_tflops or detect_peak_tflops(train.precision)
+        reporter = StepReporter(
+            os.path.join(self.model_dir, "train"), train.steps,
+            tokens_per_step=train.global_batch_size * train.grad_accum_steps * data.seq_len,
+            flops_per_token=train_flops_per_token(self.config.model, data), peak_tflops=peak,
+            enabled=self.chief)
+        if not peak:
+            logger.info("no known peak for this device: set train.peak_tflops to report MFU")
+        return reporter
+
+    def train(self, on_step=None):
+        """Runs to `train.steps`; returns 0, or EXIT_TERMINATED after a SIGTERM (saved).
+
+        `on_step(trainer, step, batch, metrics)` is called after every step (tests use it).
+        """
+        train = self.config.train
+        self.restore()
+        if self.chief:
+            save_run_config(self.model_dir, self.config)
+        start = int(self.step.numpy())
+        if start >= train.steps:
+            logger.info("nothing to do: the checkpoint is at step %d of %d", start, train.steps)
+            return 0
+        reporter = self._reporter()
+        if start == 0:
+            reporter.write_text("config", f"```\n{self.config.to_yaml()}```", 0)
+        iterator = iter(self._distributed_dataset(train.steps - start))
+        previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
+        try:
+            return self._loop(iterator, start, reporter, on_step)
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+    def _loop(self, iterator, start, reporter, on_step):
+        train = self.config.train
+        memory = self.memory.current
+        reporter.start(time.perf_counter())
+        for step in range(start + 1, train.steps + 1):
+            self._maybe_profile(step, starting=True)
+            batch = next(iterator)
+            memory, metrics = self._train_step(batch, memory, tf.constant(step - 1, tf.int64))
+            self.memory.update(memory)
+            self.step.assign(step)
+            self.data_position.assign_add(train.grad_accum_steps)
+            self.last_batch = batch
+            values = {name: float(value) for name, value in metrics.items()}
+            if not math.isfinite(values["loss"]):
+                raise UserError(
+                    f"step {step}: the loss is {values['loss']}; stopped without saving. Last "
+                    f"good checkpoint: {self.checkpoints.latest or 'none'} (lower "
+                    "train.learning_rate or raise train.warmup_steps, then run again)")
+            reporter.add(values)
+            if on_step is not None:
+                on_step(self, step, batch, values)
+            if step % train.log_every == 0 or step == train.steps:
+                reporter.log(step, float(self.schedule(step - 1)), time.perf_counter())
+            self._maybe_profile(step, starting=False)
+            if step % train.checkpoint_every == 0 or step == train.steps or self._stop_requested:
+                self.save()
+            if self._stop_requested:
+                logger.info("stopped by SIGTERM at step %d; the checkpoint resumes it", step)
+                return EXIT_TERMINATED
+        return 0
+
+    def _request_stop(self, signum, frame):
+        logger.info("SIGTERM: stopping after this step (a checkpoint will be saved)")
+        self._stop_requested = True
+
+    def _maybe_profile(self, step, starting):
+        if not self.profile_steps or not self.chief:
+            return
+        first, last = self.profile_steps
+        if starting and step == first:
+            tf.profiler.experimental.start(os.path.join(self.model_dir, "profile"))
+        elif not starting and step == last:
+            tf.profiler.experimental.stop()
+            logger.info("profile of steps %d-%d written to %s", first, last,
+                        os.path.join(self.model_dir, "profile"))
