@@ -53,10 +53,11 @@ class TrainConfig:
                      "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name}: must be positive, got {getattr(self, name)}")
-        for name in ("learning_rate", "adam_epsilon"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"train.{name}: must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "weight_decay", "clip_norm", "peak_tflops", "seed"):
+        if self.adam_epsilon <= 0:
+            raise UserError(f"train.adam_epsilon: must be positive, got {self.adam_epsilon}")
+        # learning_rate 0 is allowed: it runs the data and memory through a frozen model.
+        for name in ("learning_rate", "warmup_steps", "weight_decay", "clip_norm",
+                     "peak_tflops", "seed"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
