@@ -10,5 +10,17 @@ from xlnet.errors import UserError  # noqa: E402
 from xlnet.run_config import RunConfig, load_run_config  # noqa: E402
 from xlnet.train_config import TrainConfig  # noqa: E402
 
+# keras-xlnet's names; imported on first use so `import xlnet` stays free of TensorFlow.
+KERAS_XLNET_NAMES = ("build_xlnet", "load_trained_model_from_checkpoint", "ATTENTION_TYPE_UNI",
+                     "ATTENTION_TYPE_BI")
+
 __all__ = ["XLNetConfig", "DataConfig", "TrainConfig", "RunConfig", "load_run_config",
-           "UserError"]
+           "UserError", *KERAS_XLNET_NAMES]
+
+
+def __getattr__(name):
+    if name in KERAS_XLNET_NAMES:
+        from xlnet import keras_compat
+
+        return getattr(keras_compat, name)
+    raise AttributeError(f"module 'xlnet' has no attribute {name!r}")
