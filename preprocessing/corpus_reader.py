@@ -1,0 +1,182 @@
+"""Reads documents from text files: one sentence per line, a blank line ends a document (§1.4).
+
+A plain file is read in byte ranges so that one big file spreads over all workers. A document
+belongs to the range holding the offset of its first line, and the reader of that range follows
+it past the range end, so a document is never torn apart and never read twice. Its key
+(file index, offset of its first line) does not depend on the ranges, which keeps the output
+identical for any range size or worker count. A gzip file cannot be entered in the middle and
+is one range.
+"""
+
+import dataclasses
+import gzip
+import io
+
+from xlnet.errors import UserError
+
+MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can use
+RANGE_BYTES = 4 << 20
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() removes: the blank-line test
+_LOOKBACK_BYTES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRange:
+    file_index: int
+    path: str
+    start: int
+    end: int  # exclusive; -1 = to the end of the file
+
+
+@dataclasses.dataclass
+class Document:
+    key: tuple  # (file index, offset of the first line); orders documents globally
+    lines: list  # decoded lines, stripped of the newline
+    non_utf8_lines: int = 0
+    overlong_lines: int = 0
+
+
+def is_gzip(path):
+    return path.endswith(".gz")
+
+
+def match_input_files(pattern):
+    """Sorted (path, size) of the files matching a glob; a glob without files is an error."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        matches = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # BeamIOError for a bad scheme, a missing bucket, ...
+        raise UserError(f"--input {pattern}: cannot list files ({e})") from None
+    files = sorted((m.path, m.size_in_bytes) for m in matches)
+    if not files:
+        raise UserError(f"--input {pattern}: no files match; check the path or glob")
+    if all(size == 0 for _, size in files):
+        raise UserError(f"--input {pattern}: all {len(files)} matching files are empty")
+    return files
+
+
+def plan_ranges(files, range_bytes=RANGE_BYTES):
+    """Cuts (path, size) files into FileRanges; empty files are skipped (§1.4)."""
+    ranges = []
+    for file_index, (path, size) in enumerate(files):
+        if size == 0:
+            continue
+        if is_gzip(path):
+            ranges.append(FileRange(file_index, path, 0, -1))
+            continue
+        for start in range(0, size, range_bytes):
+            ranges.append(FileRange(file_index, path, start, min(start + range_bytes, size)))
+    return ranges
+
+
+def _open_binary(path):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if is_gzip(path):
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return raw
+
+
+def _previous_line_is_blank(f, line_start):
+    """Whether the line that ends just before `line_start` is blank (file start counts so)."""
+    position = line_start - 1  # the newline ending the previous line
+    while position > 0:
+        chunk_start = max(0, position - _LOOKBACK_BYTES)
+        f.seek(chunk_start)
+        chunk = f.read(position - chunk_start)
+        for byte in reversed(chunk):
+            if byte == 0x0A:
+                return True
+            if byte not in _WHITESPACE:
+                return False
+        position = chunk_start
+    return True
+
+
+def _first_line_start(f, offset):
+    """The first line start at or after `offset`, and whether the line before it is blank."""
+    if offset == 0:
+        return 0, True
+    f.seek(offset - 1)
+    line_start = offset - 1
+    while True:  # to the end of the line holding offset - 1, in bounded reads
+        part = f.readline(MAX_LINE_BYTES)
+        line_start += len(part)
+        if not part or part.endswith(b"\n"):
+            break
+    blank_before = _previous_line_is_blank(f, line_start)
+    f.seek(line_start)
+    return line_start, blank_before
+
+
+def _bounded_lines(f, offset):
+    """Yields (offset, line bytes or None for an over-long line) without holding a long line."""
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            length = len(line)
+            while line and not line.endswith(b"\n"):
+                line = f.readline(MAX_LINE_BYTES)
+                length += len(line)
+            yield offset, None
+            offset += length
+            continue
+        yield offset, line
+        offset += len(line)
+
+
+def read_documents(file_range):
+    """Yields the Documents whose first line starts inside `file_range`."""
+    with _open_binary(file_range.path) as f:
+        if file_range.start:
+            line_start, blank_before = _first_line_start(f, file_range.start)
+        else:
+            line_start, blank_before = 0, True
+        document = None
+        for offset, line in _bounded_lines(f, line_start):
+            if line is not None and not line.strip(_WHITESPACE):
+                if document is not None:
+                    yield document
+                    document = None
+                blank_before = True
+                continue
+            if blank_before:
+                if file_range.end != -1 and offset >= file_range.end:
+                    return
+                document = Document(key=(file_range.file_index, offset), lines=[])
+            blank_before = False
+            if document is not None:
+                _add_line(document, line)
+        if document is not None:
+            yield document
+
+
+def _add_line(document, line):
+    if line is None:
+        document.overlong_lines += 1
+        return
+    try:
+        document.lines.append(line.decode("utf-8").rstrip("\r\n"))
+    except UnicodeDecodeError:
+        document.non_utf8_lines += 1
+
+
+def iter_text_lines(path):
+    """Decoded lines of one file (blank ones included), skipping undecodable or over-long ones.
+
+    Yields str, or None for each skipped line so that callers can count them.
+    """
+    with _open_binary(path) as f:
+        for _, line in _bounded_lines(f, 0):
+            if line is None:
+                yield None
+                continue
+            try:
+                yield line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                yield None

@@ -1,0 +1,165 @@
+"""The output directory of `xlnet prepare`: refusing a different dataset, and the final
+dataset_info.json, stats.json and COMPLETED (xlnet/schema.py is the contract)."""
+
+import json
+import logging
+
+from preprocessing.atomic_file import write_file
+from preprocessing.stream_writer import RNG_DESCRIPTION
+from xlnet.errors import UserError
+from xlnet.schema import COMPLETED_FILE, INFO_FILE, STATS_FILE, DatasetInfo
+
+logger = logging.getLogger(__name__)
+_PASS_DIR_PREFIX = "pass-"
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _join(directory, name):
+    return _filesystems().join(directory, name)
+
+
+def _children(directory):
+    """Names directly under `directory` (files, or the first path part of deeper files)."""
+    fs = _filesystems()
+    prefix = directory.rstrip("/") + "/"
+    names = set()
+    for metadata in fs.match([prefix + "**"])[0].metadata_list:
+        names.add(metadata.path[len(prefix):].split("/", 1)[0])
+    return names
+
+
+def _read_json(path):
+    with _filesystems().open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def check_output_dir(output_dir, identity):
+    """Refuses an output directory that holds another dataset or unrelated files.
+
+    `identity` = {"data": ..., "tokenizer_sha256": ..., "source_files": ...}. The same
+    dataset may be written again (its COMPLETED is removed first).
+    """
+    fs = _filesystems()
+    if not fs.exists(output_dir):
+        return
+    names = _children(output_dir)
+    info_path = _join(output_dir, INFO_FILE)
+    if INFO_FILE in names:
+        try:
+            existing = _read_json(info_path)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{info_path}: unreadable ({e}); remove {output_dir} or choose "
+                            "another --output") from None
+        _refuse_difference(output_dir, existing, identity)
+    else:
+        ours = {STATS_FILE, COMPLETED_FILE}
+        foreign = sorted(n for n in names if n not in ours and not n.startswith(_PASS_DIR_PREFIX))
+        if foreign:
+            raise UserError(f"--output {output_dir}: not empty and not an xlnet dataset "
+                            f"(holds {foreign[0]!r}); choose an empty or new directory")
+    completed = _join(output_dir, COMPLETED_FILE)
+    if fs.exists(completed):
+        fs.delete([completed])
+
+
+def _refuse_difference(output_dir, existing, identity):
+    have = {"data": existing.get("data"),
+            "tokenizer_sha256": (existing.get("tokenizer") or {}).get("sha256"),
+            "source_files": existing.get("source_files")}
+    for name in ("tokenizer_sha256", "source_files"):
+        if have[name] != identity[name]:
+            raise UserError(f"--output {output_dir}: holds a different dataset ({name} "
+                            "differs); choose another --output or delete that directory")
+    for key, value in identity["data"].items():
+        if (have["data"] or {}).get(key) != value:
+            raise UserError(f"--output {output_dir}: holds a different dataset (data.{key} is "
+                            f"{(have['data'] or {}).get(key)!r} there, {value!r} now); choose "
+                            "another --output or delete that directory")
+
+
+def _remove_stale_stream_files(output_dir, listed):
+    """Deletes files under pass-*/ that this run did not write (an earlier, killed run's)."""
+    fs = _filesystems()
+    prefix = output_dir.rstrip("/") + "/"
+    stale = [m.path for m in fs.match([prefix + _PASS_DIR_PREFIX + "*/*"])[0].metadata_list
+             if m.path[len(prefix):] not in listed]
+    if stale:
+        fs.delete(stale)
+
+
+def summarize(file_results, document_stats, num_passes, seq_len):
+    """stats.json content from the per-file results and the document counts."""
+    passes = []
+    for pass_index in range(num_passes):
+        results = [(entry, stats) for p, entry, stats in file_results if p == pass_index]
+        forward = [stats for entry, stats in results if not entry["reverse"]]
+        examples = sum(stats["examples"] for _, stats in results)
+        dropped = [stats["stream_tokens"] - stats["covered_tokens"] for stats in forward]
+        spans = {}
+        for _, stats in results:
+            for length, count in stats["span_lengths"].items():
+                spans[length] = spans.get(length, 0) + count
+        label_true_b = sum(stats["label_true_b"] for _, stats in results)
+        masked = sum(stats["masked"] for _, stats in results)
+        passes.append({
+            "pass": pass_index,
+            "examples": examples,
+            "tokens_written": sum(stats["covered_tokens"] for stats in forward),
+            "tokens_dropped_at_stream_ends": sum(dropped),
+            "most_tokens_dropped_in_one_stream": max(dropped, default=0),
+            "masked_positions": masked,
+            "masked_fraction": masked / max(examples * seq_len, 1),
+            "label_true_b": label_true_b,
+            "label_true_b_fraction": label_true_b / max(examples, 1),
+            "span_lengths": {str(k): spans[k] for k in sorted(spans)},
+        })
+    forward_tokens = sorted(stats["stream_tokens"] for p, entry, stats in file_results
+                            if p == 0 and not entry["reverse"])
+    return {
+        "documents": document_stats.get("documents", 0),
+        "empty_documents": document_stats.get("empty_documents", 0),
+        "lines": document_stats.get("lines", 0),
+        "skipped_lines": {"non_utf8": document_stats.get("skipped_lines_non_utf8", 0),
+                          "over_1MiB": document_stats.get("skipped_lines_over_1MiB", 0)},
+        "tokens_in": document_stats.get("tokens", 0),
+        "stream_tokens": {"min": forward_tokens[0], "max": forward_tokens[-1],
+                          "total": sum(forward_tokens)} if forward_tokens else {},
+        "passes": passes,
+    }
+
+
+class DatasetFinalizer:
+    """Called once, after every stream file exists: writes the metadata, COMPLETED last."""
+
+    def __init__(self, output_dir, data_config, tokenizer_description, source_files):
+        self.output_dir = output_dir
+        self.data_config = data_config
+        self.tokenizer_description = tokenizer_description
+        self.source_files = source_files
+
+    def __call__(self, file_results, document_stats):
+        config = self.data_config
+        stats = summarize(file_results, document_stats, config.num_passes, config.seq_len)
+        passes = []
+        for pass_index in range(config.num_passes):
+            entries = sorted((entry for p, entry, _ in file_results if p == pass_index),
+                             key=lambda e: e["stream"])
+            passes.append({"pass": pass_index, "seed": config.seed, "rng": RNG_DESCRIPTION,
+                           "streams": entries})
+        info = DatasetInfo(data=config.get_config(), tokenizer=self.tokenizer_description,
+                           passes=passes,
+                           num_examples=sum(e["examples"] for p in passes for e in p["streams"]),
+                           source_files=self.source_files)
+        _remove_stale_stream_files(self.output_dir,
+                                   {e["file"] for p in passes for e in p["streams"]})
+        write_file(_join(self.output_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
+        write_file(_join(self.output_dir, INFO_FILE), info.to_json())
+        write_file(_join(self.output_dir, COMPLETED_FILE), "")
+        logger.info("wrote %s: %d examples in %d files", self.output_dir, info.num_examples,
+                    len(file_results))
+        return stats

@@ -1,0 +1,170 @@
+"""`xlnet prepare`: the Beam job, text files -> a dataset directory (xlnet/schema.py).
+
+Read documents -> normalise and tokenize -> balance documents over streams -> per stream and
+pass: segments, span masks, permutation ranks (and the reversed copy for bi_data) -> stream
+files -> stats.json, dataset_info.json, COMPLETED. Options this command does not know go to
+Beam; without --runner it runs on the local DirectRunner with one worker process per core.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+from preprocessing.corpus_reader import match_input_files, plan_ranges
+from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
+from preprocessing.transforms import (COUNTER_NAMESPACE, DOCUMENT_STATS, FinalizeDataset,
+                                      GroupIntoStreams, ReadDocuments, SumCounts,
+                                      TokenizeDocuments, WriteStreams)
+from xlnet.errors import UserError
+from xlnet.run_config import load_run_config
+from xlnet.schema import STATS_FILE
+from xlnet.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+_USER_ERROR_IN_WORKER = re.compile(r"UserError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
+
+
+def configure_parser(parser):
+    parser.add_argument("--input", required=True,
+                        help="glob of text files (one sentence per line, a blank line ends a "
+                        "document; .gz read as gzip); local, gs:// or s3://")
+    parser.add_argument("--tokenizer", required=True,
+                        help="SentencePiece model (from `xlnet train-tokenizer` or the released "
+                        "spiece.model)")
+    parser.add_argument("--output", required=True, help="dataset directory to write")
+    parser.add_argument("--config", required=True,
+                        help="run config (its data section and model.n_token are used)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set data.num_streams=16")
+    parser.epilog = ("Other options go to Apache Beam, e.g. --runner=DataflowRunner, "
+                     "--direct_num_workers=N.")
+
+
+def _local_to_absolute(path):
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _option_given(extra_argv, name):
+    return any(arg == name or arg.startswith(name + "=") for arg in extra_argv)
+
+
+def beam_options(extra_argv):
+    """PipelineOptions from the unknown arguments.
+
+    Without --runner: the local FnApiRunner (what the DirectRunner runs when it cannot fetch
+    Prism, without the download attempt), one worker process per core.
+    """
+    from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                      StandardOptions)
+
+    options = PipelineOptions(list(extra_argv))
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = "FnApiRunner"
+    direct = options.view_as(DirectOptions)
+    if not _option_given(extra_argv, "--direct_num_workers"):
+        direct.direct_num_workers = os.cpu_count() or 1
+    if not _option_given(extra_argv, "--direct_running_mode") and direct.direct_num_workers > 1:
+        direct.direct_running_mode = "multi_processing"
+    return options
+
+
+def build_pipeline(pipeline, file_ranges, data_config, tokenizer, output_dir, source_files):
+    documents = pipeline | "ReadDocuments" >> ReadDocuments(file_ranges)
+    tokenized = documents | "Tokenize" >> TokenizeDocuments(
+        tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod)
+    document_stats = tokenized[DOCUMENT_STATS] | "DocumentStats" >> SumCounts()
+    files = (tokenized.documents
+             | "GroupIntoStreams" >> GroupIntoStreams(data_config.num_streams,
+                                                      data_config.seq_len, data_config.seed)
+             | "WriteStreams" >> WriteStreams(data_config, tokenizer.path, tokenizer.sha256,
+                                              output_dir))
+    finalizer = DatasetFinalizer(output_dir, data_config, tokenizer.describe(), source_files)
+    return (files, document_stats) | "Finalize" >> FinalizeDataset(finalizer)
+
+
+def _run_pipeline(options, build):
+    import apache_beam as beam
+
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline)
+        result = pipeline.run()
+        result.wait_until_finish()
+        return result
+    except UserError:
+        raise
+    except Exception as e:  # a worker's UserError arrives wrapped in the runner's exception
+        found = _USER_ERROR_IN_WORKER.findall(str(e))
+        if found:
+            raise UserError(found[-1].strip()) from None
+        raise
+
+
+def _log_summary(result, stats, seconds, output_dir):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter().with_namespace(COUNTER_NAMESPACE))["counters"]}
+    tokens = stats["tokens_in"]
+    logger.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    logger.info("prepared %s in %.1f s: %d documents, %d tokens (%.0f tokens/s), %d examples "
+                "per pass, %d tokens dropped at stream ends, %d lines skipped (%s)",
+                output_dir, seconds, stats["documents"], tokens, tokens / max(seconds, 1e-9),
+                stats["passes"][0]["examples"], stats["passes"][0]["tokens_dropped_at_stream_ends"],
+                sum(stats["skipped_lines"].values()),
+                ", ".join(f"{k}: {v}" for k, v in stats["skipped_lines"].items()))
+
+
+def prepare(args, extra_argv):
+    """Runs the job; returns the stats.json content."""
+    from apache_beam.io.filesystems import FileSystems
+
+    run_config = load_run_config(args.config, args.set)
+    data_config = run_config.data
+    tokenizer_path = _local_to_absolute(args.tokenizer)
+    output_dir = _local_to_absolute(args.output)
+    tokenizer = Tokenizer.load(tokenizer_path, uncased=data_config.uncased,
+                               n_token=run_config.model.n_token)
+    files = match_input_files(_local_to_absolute(args.input))
+    source_files = [path for path, _ in files]
+    check_output_dir(output_dir, {"data": data_config.get_config(),
+                                  "tokenizer_sha256": tokenizer.sha256,
+                                  "source_files": source_files})
+    options = beam_options(extra_argv)
+    logger.info("preparing %d files (%d bytes) into %s with %d streams, %d passes",
+                len(files), sum(size for _, size in files), output_dir,
+                data_config.num_streams, data_config.num_passes)
+    started = time.monotonic()
+    result = _run_pipeline(options, lambda pipeline: build_pipeline(
+        pipeline, plan_ranges(files), data_config, tokenizer, output_dir, source_files))
+    with FileSystems.open(FileSystems.join(output_dir, STATS_FILE)) as f:
+        stats = json.loads(f.read().decode("utf-8"))
+    _log_summary(result, stats, time.monotonic() - started, output_dir)
+    return stats
+
+
+def run_command(args, extra_argv):
+    prepare(args, extra_argv)
+    return 0
+
+
+def run(argv):
+    """Programmatic entry: `run(["--input", ..., "--direct_num_workers=2"])` -> stats."""
+    parser = argparse.ArgumentParser(prog="xlnet prepare")
+    configure_parser(parser)
+    args, extra_argv = parser.parse_known_args(argv)
+    return prepare(args, extra_argv)
+
+
+def main():
+    from xlnet.cli import main as cli_main
+
+    return cli_main(["prepare", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

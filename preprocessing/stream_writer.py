@@ -1,0 +1,87 @@
+"""Writes one stream of one pass: segments (§3), span masks (§4), permutation ranks (§5.1).
+
+Every (seed, pass, stream) gets its own numpy SeedSequence (spawn_key = (pass, stream)), and
+from it one generator each for the A/B split, the masks and the ranks, so passes and streams
+never share random numbers and the output does not depend on which worker writes a stream.
+"""
+
+import collections
+import itertools
+
+import numpy as np
+
+from preprocessing.perm_rank_sampler import PermRankSampler
+from preprocessing.record_writer import RecordWriter, encode_examples
+from preprocessing.segmenter import Segmenter
+from preprocessing.span_mask_sampler import SpanMaskSampler
+from xlnet.schema import stream_file
+
+_CHUNK_SEGMENTS = 64  # segments encoded together (bounded memory, numpy-sized batches)
+RNG_DESCRIPTION = "numpy PCG64(SeedSequence(seed, spawn_key=(pass, stream))).spawn(3): " \
+                  "A/B split, masks, ranks"
+
+
+def stream_generators(seed, pass_index, stream):
+    """(split, mask, rank) generators of one pass of one stream."""
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(pass_index, stream))
+    return tuple(np.random.Generator(np.random.PCG64(child)) for child in sequence.spawn(3))
+
+
+class StreamWriter:
+    def __init__(self, data_config, start_piece_table, output_dir):
+        self.config = data_config
+        self.output_dir = output_dir
+        self.segmenter = Segmenter(data_config.seq_len, data_config.reuse_len)
+        self.mask_sampler = SpanMaskSampler(start_piece_table, data_config.mask_alpha,
+                                            data_config.mask_beta, data_config.max_gram,
+                                            data_config.span_unit)
+        self.rank_sampler = PermRankSampler(data_config.seq_len, data_config.reuse_len,
+                                            data_config.perm_size)
+
+    def write(self, ids, sent_ids, stream, reverse, pass_index):
+        """Writes pass-{p}/stream-{s}.tfrecord; returns its entry and statistics."""
+        from apache_beam.io.filesystems import FileSystems
+
+        relative_path = stream_file(pass_index, stream)
+        split_rng, mask_rng, rank_rng = stream_generators(self.config.seed, pass_index, stream)
+        stats = {"examples": 0, "label_true_b": 0, "masked": 0,
+                 "span_lengths": collections.Counter(), "covered_tokens": 0}
+        segments = self.segmenter.segments(ids, sent_ids, split_rng)
+        with RecordWriter(FileSystems.join(self.output_dir, relative_path)) as writer:
+            while chunk := list(itertools.islice(segments, _CHUNK_SEGMENTS)):
+                writer.write(self._encode(chunk, stream, reverse, mask_rng, rank_rng, stats))
+                stats["covered_tokens"] = chunk[-1].a_end
+        entry = {"stream": stream, "reverse": int(reverse), "file": relative_path,
+                 "examples": stats["examples"]}
+        stats["stream_tokens"] = int(ids.size)
+        return entry, stats
+
+    def _encode(self, chunk, stream, reverse, mask_rng, rank_rng, stats):
+        reuse_len = self.config.reuse_len
+        first_goal, second_goal = self.config.predict_goals
+        input_ids = np.stack([s.input_ids for s in chunk])  # [n, L]
+        is_masked = np.zeros(input_ids.shape, dtype=np.int8)  # [n, L]
+        span_lengths = []
+        for row, segment in enumerate(chunk):
+            for begin, end, goal in ((0, reuse_len, first_goal),
+                                     (reuse_len, self.config.seq_len, second_goal)):
+                mask, spans = self.mask_sampler.sample(segment.input_ids[begin:end], goal,
+                                                       reverse, mask_rng)
+                is_masked[row, begin:end] = mask
+                span_lengths.extend(e - b for b, e in spans)
+        count = len(chunk)
+        labels = np.array([s.label for s in chunk], np.int64)
+        stats["examples"] += count
+        stats["label_true_b"] += int(labels.sum())
+        stats["masked"] += int(is_masked.sum())
+        stats["span_lengths"].update(span_lengths)
+        return encode_examples({
+            "input_ids": input_ids,
+            "segment_ids": np.stack([s.segment_ids for s in chunk]),
+            "is_masked": is_masked,
+            "perm_rank": self.rank_sampler.sample(rank_rng, count),
+            "label": labels[:, None],
+            "stream": np.full((count, 1), stream),
+            "index": np.array([[s.index] for s in chunk]),
+            "reverse": np.full((count, 1), int(reverse)),
+        })

@@ -1,0 +1,108 @@
+"""`xlnet train-tokenizer`: a SentencePiece unigram model with the original special ids.
+
+<unk> 0, <s> 1, </s> 2, then the control symbols <cls> 3 <sep> 4 <pad> 5 <mask> 6 <eod> 7 and
+the user-defined <eop> 8 followed by the original's punctuation symbols (spec §1.1). The text
+is normalised as `xlnet prepare` will normalise it (§1.2). A bounded, seeded reservoir sample
+of the lines keeps memory fixed for any corpus size and makes the model a function of the
+inputs and the seed.
+"""
+
+import io
+import logging
+
+import numpy as np
+import sentencepiece as spm
+
+from preprocessing.atomic_file import write_file
+from preprocessing.corpus_reader import iter_text_lines, match_input_files
+from xlnet.errors import UserError
+from xlnet.schema import SPECIAL_PIECES
+from xlnet.tokenizer import Tokenizer, normalize_text
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "spiece.model"
+CONTROL_SYMBOLS = SPECIAL_PIECES[3:8]  # <cls> <sep> <pad> <mask> <eod>
+USER_DEFINED_SYMBOLS = ("<eop>", ".", "(", ")", '"', "-", "\u2013", "\u00a3", "\u20ac")
+
+
+def sample_sentences(paths, max_sentences, seed, uncased):
+    """A uniform sample of at most `max_sentences` normalised non-blank lines, and the
+    number of undecodable or over-long lines skipped."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    reservoir, seen, skipped = [], 0, 0
+    for path in paths:
+        for line in iter_text_lines(path):
+            if line is None:
+                skipped += 1
+                continue
+            text = normalize_text(line, uncased)
+            if not text:
+                continue
+            if len(reservoir) < max_sentences:
+                reservoir.append(text)
+            else:
+                slot = int(rng.integers(0, seen + 1))
+                if slot < max_sentences:
+                    reservoir[slot] = text
+            seen += 1
+    return reservoir, seen, skipped
+
+
+def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sentences=10_000_000,
+                    seed=0, character_coverage=0.99995):
+    """Trains and writes `output_dir/spiece.model`; returns its path."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if vocab_size <= len(SPECIAL_PIECES) + len(USER_DEFINED_SYMBOLS) - 1:
+        raise UserError(f"--vocab-size: {vocab_size} does not leave room beyond the "
+                        f"{len(SPECIAL_PIECES) + len(USER_DEFINED_SYMBOLS) - 1} special pieces")
+    paths = [path for path, _ in match_input_files(input_glob)]
+    sentences, seen, skipped = sample_sentences(paths, max_sentences, seed, uncased)
+    if not sentences:
+        raise UserError(f"--input {input_glob}: no text lines to train on")
+    logger.info("training a %d-piece unigram model on %d of %d lines (%d lines skipped: not "
+                "UTF-8 or over 1 MiB)", vocab_size, len(sentences), seen, skipped)
+    model = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, model_type="unigram",
+            vocab_size=vocab_size, character_coverage=character_coverage,
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            control_symbols=list(CONTROL_SYMBOLS),
+            user_defined_symbols=list(USER_DEFINED_SYMBOLS),
+            input_sentence_size=0, shuffle_input_sentence=False, num_threads=1,
+            minloglevel=2)
+    except RuntimeError as e:
+        raise UserError(f"--vocab-size {vocab_size}: SentencePiece could not train "
+                        f"({str(e).strip().splitlines()[-1][:160]}); lower --vocab-size or "
+                        "give more text") from None
+    Tokenizer(model.getvalue(), path="trained model")  # checks the special ids
+    path = FileSystems.join(output_dir, MODEL_FILE)
+    write_file(path, model.getvalue())
+    logger.info("wrote %s", path)
+    return path
+
+
+def configure_parser(parser):
+    parser.add_argument("--input", required=True, help="glob of text files, one sentence a line")
+    parser.add_argument("--vocab-size", type=int, required=True,
+                        help="pieces in the model; must equal model.n_token (32000 original)")
+    parser.add_argument("--output", required=True, help="directory for spiece.model")
+    parser.add_argument("--uncased", action="store_true",
+                        help="lower-case the text (set data.uncased=true to match)")
+    parser.add_argument("--max-sentences", type=int, default=10_000_000,
+                        help="lines sampled from the corpus for training (default 10M)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--character-coverage", type=float, default=0.99995,
+                        help="SentencePiece character_coverage (original 0.99995)")
+
+
+def run_command(args, extra_argv):
+    if args.max_sentences <= 0:
+        raise UserError(f"--max-sentences: must be positive, got {args.max_sentences}")
+    train_tokenizer(args.input, args.vocab_size, args.output, uncased=args.uncased,
+                    max_sentences=args.max_sentences, seed=args.seed,
+                    character_coverage=args.character_coverage)
+    return 0

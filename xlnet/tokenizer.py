@@ -1,0 +1,149 @@
+"""Tokenizer: a SentencePiece model with the original XLNet text handling.
+
+It applies the original normalisation (spec §1.2) and the digit-comma fix-up (§1.3), checks the
+special ids (§1.1) and the vocabulary size against the model, and provides the start-piece
+table the span sampler needs (§4.1).
+"""
+
+import hashlib
+import string
+import unicodedata
+
+import numpy as np
+import sentencepiece as spm
+
+from xlnet.errors import UserError
+from xlnet.schema import SPECIAL_PIECES
+
+WORD_START = "\u2581"  # SentencePiece's "▁"
+# §4.1: ASCII punctuation without ' < = > ('<' is covered by the "starts with <" rule).
+START_PUNCTUATION = frozenset(string.punctuation) - set("'<=>")
+
+
+def normalize_text(line, uncased, keep_accents=False):
+    """§1.2: collapse whitespace, `` and '' to ", strip accents, optionally lower-case."""
+    text = " ".join(line.split())
+    text = text.replace("``", '"').replace("''", '"')
+    if not keep_accents and not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))
+    if uncased:
+        text = text.lower()
+    return text
+
+
+def is_start_piece(piece):
+    """§4.1: a piece a span may start on."""
+    return piece.startswith(WORD_START) or piece.startswith("<") or piece in START_PUNCTUATION
+
+
+def read_model_bytes(path):
+    """Reads a tokenizer model through Beam's FileSystems (local, gs://, s3://)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as f:
+            return f.read()
+    except Exception as e:  # any FileSystems backend error
+        raise UserError(f"{path}: cannot read the tokenizer model ({type(e).__name__}); "
+                        "give the path of a spiece.model") from None
+
+
+class Tokenizer:
+    """Encodes lines the way the original data preparation does."""
+
+    def __init__(self, model_bytes, path="<bytes>", uncased=False):
+        self.path = path
+        self.uncased = uncased
+        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(model_bytes)
+        except (RuntimeError, OSError) as e:
+            raise UserError(f"{path}: not a SentencePiece model ({str(e).strip()[:80]}); "
+                            "train one with `xlnet train-tokenizer`") from None
+        self._check_special_pieces()
+        self.vocab_size = self._sp.get_piece_size()
+        pieces = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+        self.start_piece_table = np.array([is_start_piece(p) for p in pieces], dtype=bool)  # [V]
+        self._comma_fixups = {i: self._split_digit_comma(p) for i, p in enumerate(pieces)
+                              if len(p) > 1 and p[-1] == "," and p[-2].isdigit()}
+        self._needs_fixup = np.zeros(self.vocab_size, dtype=bool)  # [V]
+        self._needs_fixup[list(self._comma_fixups)] = True
+
+    @classmethod
+    def load(cls, path, uncased=False, n_token=None):
+        """Loads `path`; with `n_token`, refuses a vocabulary of another size."""
+        tokenizer = cls(read_model_bytes(path), path=path, uncased=uncased)
+        if n_token is not None:
+            tokenizer.check_vocab_size(n_token)
+        return tokenizer
+
+    def _check_special_pieces(self):
+        size = self._sp.get_piece_size()
+        for expected_id, expected in enumerate(SPECIAL_PIECES):
+            found = self._sp.id_to_piece(expected_id) if expected_id < size else None
+            if found != expected:
+                raise UserError(
+                    f"{self.path}: id {expected_id} is {found!r}, the original vocabulary has "
+                    f"{expected!r} there; train one with `xlnet train-tokenizer`")
+
+    def check_vocab_size(self, n_token):
+        if self.vocab_size != n_token:
+            raise UserError(f"{self.path}: the tokenizer has {self.vocab_size} pieces but "
+                            f"model.n_token is {n_token}; set model.n_token={self.vocab_size} "
+                            "or use a matching tokenizer")
+
+    def special_ids(self):
+        return {piece: index for index, piece in enumerate(SPECIAL_PIECES)}
+
+    def describe(self):
+        """What dataset_info.json records about the tokenizer."""
+        return {"path": self.path, "sha256": self.sha256, "vocab_size": self.vocab_size,
+                "special_ids": self.special_ids(), "uncased": self.uncased}
+
+    def _split_digit_comma(self, piece):
+        """§1.3: `▁2000,` -> pieces of `2000` then `,`, as ids."""
+        new_pieces = self._sp.encode_as_pieces(piece[:-1].replace(WORD_START, ""))
+        if not piece.startswith(WORD_START) and new_pieces and new_pieces[0][0] == WORD_START:
+            if len(new_pieces[0]) == 1:
+                new_pieces = new_pieces[1:]
+            else:
+                new_pieces[0] = new_pieces[0][1:]
+        new_pieces.append(piece[-1])
+        return [self._sp.piece_to_id(p) for p in new_pieces]
+
+    def normalize(self, line):
+        return normalize_text(line, self.uncased)
+
+    def encode_lines(self, lines):
+        """Normalises and encodes lines in one call.
+
+        Returns (ids, lengths): the concatenated ids [N] int32 and each line's count [lines].
+        """
+        encoded = self._sp.encode([self.normalize(line) for line in lines], num_threads=1)
+        lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+        ids = np.fromiter((i for line_ids in encoded for i in line_ids), dtype=np.int32,
+                          count=int(lengths.sum()))
+        if self._needs_fixup[ids].any():
+            encoded = [self._fix_digit_commas(line_ids) for line_ids in encoded]
+            lengths = np.array([len(line_ids) for line_ids in encoded], dtype=np.int64)
+            ids = np.array([i for line_ids in encoded for i in line_ids], dtype=np.int32)
+        return ids, lengths
+
+    def encode(self, line):
+        """One line's ids [n] int32."""
+        return self.encode_lines([line])[0]
+
+    def _fix_digit_commas(self, line_ids):
+        fixed = []
+        for i in line_ids:
+            fixed.extend(self._comma_fixups.get(i, (i,)))
+        return fixed
+
+    def id_to_piece(self, index):
+        return self._sp.id_to_piece(int(index))
+
+    def raw_encode(self, lines):
+        """SentencePiece alone, without normalisation or fix-up (the benchmark's baseline)."""
+        return self._sp.encode(lines, num_threads=1)
