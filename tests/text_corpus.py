@@ -39,3 +39,13 @@ def write_corpus(directory, seed=0, files=3, documents_per_file=20, **kwargs):
             f.write("\n\n".join("\n".join(doc) for doc in docs) + "\n")
         written.append(docs)
     return written
+
+
+def train_tiny_tokenizer(corpus_dir, output_dir, vocab_size=300, uncased=False):
+    """A SentencePiece model with the original special ids, trained on generated text."""
+    from preprocessing.train_tokenizer import train_tokenizer
+
+    if not os.path.exists(corpus_dir):
+        write_corpus(corpus_dir, seed=99, files=2, documents_per_file=150)
+    return train_tokenizer(os.path.join(corpus_dir, "*.txt"), vocab_size, output_dir,
+                           uncased=uncased)

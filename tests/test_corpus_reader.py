@@ -1,0 +1,69 @@
+import gzip
+
+import pytest
+
+from preprocessing import corpus_reader
+from preprocessing.corpus_reader import (match_input_files, plan_ranges, read_documents)
+from xlnet.errors import UserError
+
+TEXT = (b"first doc line one\nline two\n\n\n  \nsecond doc\r\n\nthird \xff\xfe bad\nthird ok\n"
+        b"\n\t\nfourth\nfourth b\nfourth c")
+
+
+def _read_all(files, range_bytes):
+    return [d for r in plan_ranges(files, range_bytes) for d in read_documents(r)]
+
+
+def _summary(documents):
+    return [(d.key, d.lines, d.non_utf8_lines, d.overlong_lines) for d in documents]
+
+
+def test_documents_are_split_on_blank_lines(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(TEXT)
+    documents = _read_all(match_input_files(str(path)), 1 << 20)
+    assert [d.lines for d in documents] == [["first doc line one", "line two"], ["second doc"],
+                                           ["third ok"], ["fourth", "fourth b", "fourth c"]]
+    assert [d.non_utf8_lines for d in documents] == [0, 0, 1, 0]
+    assert [d.key for d in documents] == [(0, 0), (0, TEXT.index(b"second")),
+                                          (0, TEXT.index(b"third")), (0, TEXT.index(b"fourth"))]
+
+
+@pytest.mark.parametrize("range_bytes", [1, 2, 3, 5, 7, 11, 16, 40])
+def test_any_range_size_reads_each_document_once_and_whole(tmp_path, range_bytes):
+    path = tmp_path / "a.txt"
+    path.write_bytes(TEXT * 3)
+    files = match_input_files(str(path))
+    assert _summary(_read_all(files, range_bytes)) == _summary(_read_all(files, 1 << 20))
+
+
+def test_gzip_reads_like_plain(tmp_path):
+    (tmp_path / "a.txt").write_bytes(TEXT)
+    with gzip.open(tmp_path / "b.txt.gz", "wb") as f:
+        f.write(TEXT)
+    files = match_input_files(str(tmp_path / "*"))
+    documents = _read_all(files, 5)
+    plain = [d for d in documents if d.key[0] == 0]
+    zipped = [d for d in documents if d.key[0] == 1]
+    assert [(d.key[1], d.lines) for d in plain] == [(d.key[1], d.lines) for d in zipped]
+
+
+def test_a_50_megabyte_line_is_skipped_and_counted(tmp_path):
+    path = tmp_path / "long.txt"
+    with open(path, "wb") as f:
+        f.write(b"before\n")
+        f.write(b"x" * (50 << 20))
+        f.write(b"\nafter\n\nnext doc\n")
+    documents = _read_all(match_input_files(str(path)), 8 << 20)
+    assert [d.lines for d in documents] == [["before", "after"], ["next doc"]]
+    assert documents[0].overlong_lines == 1
+    assert corpus_reader.MAX_LINE_BYTES < (50 << 20)
+
+
+def test_empty_glob_and_empty_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no files match"):
+        match_input_files(str(tmp_path / "*.txt"))
+    (tmp_path / "a.txt").write_bytes(b"")
+    (tmp_path / "b.txt").write_bytes(b"")
+    with pytest.raises(UserError, match="all 2 matching files are empty"):
+        match_input_files(str(tmp_path / "*.txt"))

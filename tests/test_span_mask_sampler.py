@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from preprocessing.span_mask_sampler import SpanMaskSampler
+
+VOCAB = 100
+# ids < 60 are word starts, the others continue a word
+TABLE = np.arange(VOCAB) < 60
+
+
+def _segment(rng, size, word_start_rate=0.5):
+    starts = rng.random(size) < word_start_rate
+    return np.where(starts, rng.integers(0, 60, size), rng.integers(60, VOCAB, size))
+
+
+@pytest.mark.parametrize("span_unit", ["token", "word"])
+def test_exact_goal_per_half(span_unit):
+    sampler = SpanMaskSampler(TABLE, span_unit=span_unit)
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        reverse = bool(trial % 2)
+        first, _ = sampler.sample(_segment(rng, 256), 43, reverse, rng)
+        second, _ = sampler.sample(_segment(rng, 256), 42, reverse, rng)
+        assert first.sum() == 43 and second.sum() == 42  # 85 per example
+
+
+@pytest.mark.parametrize("span_unit", ["token", "word"])
+def test_spans_start_on_word_starts_in_reading_order(span_unit):
+    sampler = SpanMaskSampler(TABLE, span_unit=span_unit)
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        tokens = _segment(rng, 128, word_start_rate=0.4)
+        _, spans = sampler.sample(tokens, 21, False, rng)
+        assert spans and all(TABLE[tokens[begin]] for begin, _ in spans)
+        # A reversed row holds reversed text: its spans start on a word start read forward,
+        # which is the span's last position in row order.
+        _, spans = sampler.sample(tokens, 21, True, rng)
+        assert all(TABLE[tokens[end - 1]] for _, end in spans)
+        if span_unit == "word":
+            complete = [(b, e) for b, e in sampler.sample(tokens, 21, False, rng)[1]][:-1]
+            assert all(e == 128 or TABLE[tokens[e]] for _, e in complete)  # whole words
+
+
+def test_span_length_histogram_follows_one_over_n():
+    sampler = SpanMaskSampler(np.ones(VOCAB, bool))
+    rng = np.random.default_rng(2)
+    counts = np.zeros(6)
+    for _ in range(5):
+        tokens = rng.integers(0, VOCAB, 60000)
+        _, spans = sampler.sample(tokens, 10000, False, rng)
+        counts += np.bincount([e - b for b, e in spans], minlength=6)
+    observed = counts[1:]
+    expected = observed.sum() * np.array([60, 30, 20, 15, 12]) / 137
+    chi_square = ((observed - expected) ** 2 / expected).sum()
+    assert observed.sum() > 15000
+    assert chi_square < 18.47  # df = 4, p = 0.001
+    # A uniform length distribution would be rejected by the same test.
+    uniform = np.full(5, observed.sum() / 5)
+    assert ((observed - uniform) ** 2 / uniform).sum() > 1000
+
+
+def test_masked_density_is_about_one_in_alpha_before_the_fill():
+    sampler = SpanMaskSampler(np.ones(VOCAB, bool))
+    rng = np.random.default_rng(3)
+    span_tokens = 0
+    for _ in range(200):
+        _, spans = sampler.sample(rng.integers(0, VOCAB, 512), 85, False, rng)
+        span_tokens += sum(e - b for b, e in spans)
+    assert 0.6 < span_tokens / (200 * 85) <= 1.0  # most targets come from spans, not the fill
+
+
+def test_no_configuration_loops_forever():
+    rng = np.random.default_rng(4)
+    no_word_starts = SpanMaskSampler(np.zeros(VOCAB, bool))
+    mask, spans = no_word_starts.sample(rng.integers(0, VOCAB, 32), 10, False, rng)
+    assert mask.sum() == 10 and spans == []
+    everything = SpanMaskSampler(TABLE, alpha=1, beta=3)  # 6n // beta can be 0
+    assert everything.sample(_segment(rng, 16), 16, False, rng)[0].all()
+    with pytest.raises(ValueError, match="exceeds"):
+        everything.sample(_segment(rng, 16), 17, False, rng)
+    with pytest.raises(ValueError, match="span_unit"):
+        SpanMaskSampler(TABLE, span_unit="sentence")
+
+
+def test_same_generator_state_same_mask():
+    sampler = SpanMaskSampler(TABLE)
+    tokens = _segment(np.random.default_rng(5), 256)
+    a = sampler.sample(tokens, 43, False, np.random.default_rng(7))
+    b = sampler.sample(tokens, 43, False, np.random.default_rng(7))
+    assert (a[0] == b[0]).all() and a[1] == b[1]

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from preprocessing.corpus_reader import Document
+from preprocessing.segmenter import cut_points
+from preprocessing.stream_builder import (TokenizedDocument, assign_streams, build_stream,
+                                          check_stream_lengths, tokenize_document)
+from tests.text_corpus import train_tiny_tokenizer
+from xlnet.errors import UserError
+from xlnet.schema import EOD_ID
+from xlnet.tokenizer import Tokenizer
+
+
+def _document(key, line_lengths, first_id=10):
+    ids = np.arange(first_id, first_id + sum(line_lengths), dtype=np.int32)
+    return TokenizedDocument(key=key, ids=ids, line_lengths=np.array(line_lengths),
+                             lines=len(line_lengths))
+
+
+def test_every_line_start_is_a_cut_point_but_eod_is_glued():
+    # Lines of 3, 2 and 2 tokens; the last line's count includes the <eod> (Q7).
+    first = _document((0, 0), [3, 2, 2])
+    second = _document((0, 99), [2, 1], first_id=50)
+    ids, sent_ids = build_stream([first, second])
+    assert ids.tolist() == first.ids.tolist() + second.ids.tolist()
+    assert cut_points(sent_ids).tolist() == [3, 5, 7, 9]
+
+
+def test_tokenized_document_ends_with_one_eod(tmp_path):
+    model = train_tiny_tokenizer(str(tmp_path / "c"), str(tmp_path / "m"))
+    tokenizer = Tokenizer.load(model)
+    document = Document(key=(0, 0), lines=["ka lo mi.", "\u0301", "ne ru."])
+    tokenized = tokenize_document(tokenizer, document, use_eod=True)
+    assert tokenized.ids[-1] == EOD_ID and (tokenized.ids == EOD_ID).sum() == 1
+    assert tokenized.line_lengths.size == 2  # the line that encodes to nothing is dropped
+    assert tokenized.line_lengths.sum() == tokenized.ids.size
+    without = tokenize_document(tokenizer, document, use_eod=False)
+    assert EOD_ID not in without.ids
+    assert tokenize_document(tokenizer, Document((0, 5), ["\u0301"]), True) is None
+
+
+def test_assignment_is_balanced_complete_and_order_independent():
+    rng = np.random.default_rng(0)
+    lengths = [((i // 7, i * 13), int(rng.integers(5, 400))) for i in range(500)]
+    assignment, loads = assign_streams(lengths, 16, seed=1)
+    assert sorted(key for key, _, _ in assignment) == sorted(key for key, _ in lengths)
+    per_stream = {}
+    for key, stream, order in assignment:
+        per_stream.setdefault(stream, []).append(order)
+    assert all(sorted(o) == list(range(len(o))) for o in per_stream.values())
+    assert max(loads.values()) - min(loads.values()) <= max(length for _, length in lengths)
+    assert sum(loads.values()) == sum(length for _, length in lengths)
+    shuffled = [lengths[i] for i in rng.permutation(len(lengths))]
+    assert assign_streams(shuffled, 16, seed=1) == (assignment, loads)
+    assert assign_streams(lengths, 16, seed=2)[0] != assignment
+
+
+def test_corpus_too_small_for_the_streams_is_a_user_error():
+    _, loads = assign_streams([((0, i), 100) for i in range(10)], 4, seed=0)
+    check_stream_lengths(loads, 200, 4)
+    with pytest.raises(UserError, match="too few for 4 streams.*lower data.num_streams"):
+        check_stream_lengths(loads, 300, 4)

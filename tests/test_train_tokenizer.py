@@ -1,0 +1,64 @@
+import hashlib
+
+import pytest
+import sentencepiece as spm
+
+from preprocessing.train_tokenizer import sample_sentences, train_tokenizer
+from tests.text_corpus import write_corpus
+from xlnet import cli
+from xlnet.errors import UserError
+from xlnet.schema import SPECIAL_PIECES
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("corpus")
+    write_corpus(str(directory), seed=5, files=2, documents_per_file=120)
+    return str(directory / "*.txt")
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_same_seed_same_model_and_original_special_ids(corpus, tmp_path):
+    first = train_tokenizer(corpus, 250, str(tmp_path / "a"), max_sentences=500, seed=3)
+    second = train_tokenizer(corpus, 250, str(tmp_path / "b"), max_sentences=500, seed=3)
+    other = train_tokenizer(corpus, 250, str(tmp_path / "c"), max_sentences=500, seed=4)
+    assert _digest(first) == _digest(second)
+    assert _digest(first) != _digest(other)  # another sample of the lines
+    sp = spm.SentencePieceProcessor(model_file=first)
+    assert [sp.id_to_piece(i) for i in range(9)] == list(SPECIAL_PIECES)
+    assert sp.get_piece_size() == 250
+
+
+def test_uncased_model_has_no_upper_case_pieces(corpus, tmp_path):
+    path = train_tokenizer(corpus, 250, str(tmp_path / "u"), uncased=True)
+    sp = spm.SentencePieceProcessor(model_file=path)
+    pieces = [sp.id_to_piece(i) for i in range(9, sp.get_piece_size())]
+    assert not any(p != p.lower() for p in pieces)
+
+
+def test_sample_is_bounded_and_seeded(tmp_path):
+    (tmp_path / "t.txt").write_text("".join(f"line {i}\n\n" for i in range(1000)))
+    sample, seen, skipped = sample_sentences([str(tmp_path / "t.txt")], 50, 0, False)
+    again, _, _ = sample_sentences([str(tmp_path / "t.txt")], 50, 0, False)
+    assert len(sample) == 50 and seen == 1000 and skipped == 0 and sample == again
+    numbers = sorted(int(s.split()[1]) for s in sample)
+    assert numbers[-1] > 500  # reservoir sampling reaches the end of the corpus
+
+
+def test_too_large_vocabulary_is_a_user_error(tmp_path):
+    (tmp_path / "t.txt").write_text("ka lo mi\n" * 20)
+    with pytest.raises(UserError, match="lower --vocab-size"):
+        train_tokenizer(str(tmp_path / "t.txt"), 5000, str(tmp_path / "m"))
+
+
+def test_command_line(corpus, tmp_path, capsys):
+    assert cli.main(["train-tokenizer", "--input", corpus, "--vocab-size", "250",
+                     "--output", str(tmp_path / "m"), "--max-sentences", "300"]) == 0
+    assert (tmp_path / "m" / "spiece.model").exists()
+    assert cli.main(["train-tokenizer", "--input", str(tmp_path / "none*.txt"),
+                     "--vocab-size", "250", "--output", str(tmp_path / "n")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
