@@ -1,0 +1,212 @@
+"""The Beam job end to end on tiny real inputs (a real SentencePiece model, real Beam)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
+from preprocessing.prepare import run
+from preprocessing.stream_builder import assign_streams, build_stream, tokenize_document
+from tests.text_corpus import train_tiny_tokenizer, write_corpus
+from xlnet import cli
+from xlnet.errors import UserError
+from xlnet.run_config import load_run_config
+from xlnet.schema import COMPLETED_FILE, SEP_ID, DatasetInfo
+from xlnet.tokenizer import Tokenizer
+
+SETTINGS = ["--set", "model.n_token=300", "--set", "data.num_streams=4",
+            "--set", "data.num_passes=2"]
+
+
+def _write_bad_lines(directory):
+    with open(os.path.join(directory, "zz-bad.txt"), "wb") as f:
+        f.write(b"ka lo mi ne.\nbroken \xff\xfe bytes.\n" + b"x" * (2 << 20) + b"\nru sa to.\n")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepare")
+    corpus = root / "corpus"
+    write_corpus(str(corpus), seed=1, files=3, documents_per_file=40)
+    _write_bad_lines(str(corpus))
+    tokenizer = train_tiny_tokenizer(str(root / "tokenizer-text"), str(root / "tokenizer"))
+    return {"root": root, "input": str(corpus / "*.txt"), "tokenizer": tokenizer}
+
+
+def _argv(workspace, output, *extra):
+    return ["--input", workspace["input"], "--tokenizer", workspace["tokenizer"],
+            "--output", str(output), "--config", "tiny", *SETTINGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def prepared(workspace):
+    output = workspace["root"] / "one-worker"
+    stats = run(_argv(workspace, output, "--direct_num_workers=1"))
+    return output, stats
+
+
+def _files(directory):
+    found = {}
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, directory)] = f.read()
+    return found
+
+
+def _records(path):
+    import tensorflow as tf
+
+    examples = []
+    for record in tf.data.TFRecordDataset(path):
+        example = tf.train.Example.FromString(record.numpy())
+        examples.append({k: np.array(v.int64_list.value)
+                         for k, v in example.features.feature.items()})
+    return examples
+
+
+@pytest.mark.slow
+def test_two_worker_processes_write_identical_bytes(workspace, prepared):
+    output, _ = prepared
+    other = workspace["root"] / "two-workers"
+    run(_argv(workspace, other, "--direct_num_workers=2",
+              "--direct_running_mode=multi_processing"))
+    first, second = _files(output), _files(other)
+    assert sorted(first) == sorted(second)
+    assert COMPLETED_FILE in first and "pass-001/stream-00007.tfrecord" in first
+    assert all(first[name] == second[name] for name in first)
+
+
+def _expected_streams(workspace, data):
+    tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
+    documents = [tokenize_document(tokenizer, d, data.use_eod)
+                 for r in plan_ranges(match_input_files(workspace["input"]))
+                 for d in read_documents(r)]
+    documents = {d.key: d for d in documents if d is not None}
+    assignment, _ = assign_streams([(k, d.ids.size) for k, d in documents.items()],
+                                   data.num_streams, data.seed)
+    streams = {}
+    for key, stream, order in assignment:
+        streams.setdefault(stream, []).append((order, documents[key]))
+    return {s: build_stream([d for _, d in sorted(docs, key=lambda od: od[0])])[0]
+            for s, docs in streams.items()}
+
+
+def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared):
+    output, stats = prepared
+    run_config = load_run_config("tiny", SETTINGS[1::2])
+    data = run_config.data
+    info = DatasetInfo.read(str(output))
+    info.check_matches(run_config)
+    assert info.tokenizer["vocab_size"] == 300 and len(info.passes) == 2
+    expected = _expected_streams(workspace, data)
+    seq_len, reuse_len = data.seq_len, data.reuse_len
+    assert sum(s.size for s in expected.values()) == stats["tokens_in"]
+    for pass_index, pass_info in enumerate(info.passes):
+        dropped = 0
+        assert [e["stream"] for e in pass_info["streams"]] == list(range(8))
+        for entry in pass_info["streams"]:
+            records = _records(os.path.join(output, entry["file"]))
+            assert len(records) == entry["examples"] > 0
+            stream, reverse = entry["stream"], entry["reverse"]
+            forward = expected[stream % data.num_streams]
+            tokens = forward[::-1] if reverse else forward
+            for index, record in enumerate(records):
+                assert record["index"][0] == index and record["stream"][0] == stream
+                assert record["reverse"][0] == reverse == (stream >= data.num_streams)
+                assert record["is_masked"].sum() == data.num_predict
+                assert record["is_masked"][:reuse_len].sum() == data.predict_goals[0]
+                assert sorted(record["perm_rank"]) == list(range(seq_len))
+                assert record["perm_rank"][:reuse_len].max() < reuse_len
+                assert record["segment_ids"][-1] == 2 and record["label"][0] in (0, 1)
+            rebuilt = [r["input_ids"][:reuse_len] for r in records[:-1]]
+            last = records[-1]["input_ids"]
+            a_end = reuse_len + np.flatnonzero(last[reuse_len:] == SEP_ID)[0]
+            rebuilt = np.concatenate(rebuilt + [last[:a_end]])
+            assert rebuilt.tolist() == tokens[:rebuilt.size].tolist()
+            assert tokens.size - rebuilt.size < seq_len  # less than one segment dropped
+            if not reverse:
+                dropped += tokens.size - rebuilt.size
+        assert stats["passes"][pass_index]["tokens_dropped_at_stream_ends"] == dropped
+    assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1}
+    assert stats["passes"][0]["masked_fraction"] == data.num_predict / seq_len
+    assert 0 < stats["passes"][0]["label_true_b_fraction"] < 1
+
+
+def test_passes_differ_and_seeds_do_not_collide(prepared):
+    output, _ = prepared
+    a = _records(os.path.join(output, "pass-000/stream-00000.tfrecord"))
+    b = _records(os.path.join(output, "pass-001/stream-00000.tfrecord"))
+    assert [r["input_ids"][:32].tolist() for r in a] == [r["input_ids"][:32].tolist() for r in b]
+    assert any((x["is_masked"] != y["is_masked"]).any() for x, y in zip(a, b))
+    assert any((x["perm_rank"] != y["perm_rank"]).any() for x, y in zip(a, b))
+
+
+def _cli_error(argv, capsys):
+    assert cli.main(["prepare", *argv]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+def test_bad_inputs_are_one_line_user_errors(workspace, prepared, tmp_path, capsys):
+    output, _ = prepared
+    argv = _argv(workspace, tmp_path / "out")
+    assert "no files match" in _cli_error(
+        ["--input", str(tmp_path / "nothing*.txt")] + argv[2:], capsys)
+    (tmp_path / "empty").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "empty" / name).write_bytes(b"")
+    assert "are empty" in _cli_error(
+        ["--input", str(tmp_path / "empty" / "*.txt")] + argv[2:], capsys)
+    (tmp_path / "bad.model").write_bytes(b"\x00\x01 not a model")
+    assert "not a SentencePiece model" in _cli_error(
+        argv[:2] + ["--tokenizer", str(tmp_path / "bad.model")] + argv[4:], capsys)
+    assert "model.n_token is 2000" in _cli_error(
+        _argv(workspace, tmp_path / "out")[:8], capsys)
+    assert "holds a different dataset (data.seed" in _cli_error(
+        _argv(workspace, output, "--set", "data.seed=5"), capsys)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    assert "not an xlnet dataset" in _cli_error(
+        _argv(workspace, tmp_path / "foreign"), capsys)
+
+
+def test_corpus_too_small_for_the_streams(workspace, tmp_path):
+    with pytest.raises(UserError, match="too few for 4000 streams"):
+        run(_argv(workspace, tmp_path / "out", "--set", "data.num_streams=4000",
+                  "--set", "train.global_batch_size=8", "--direct_num_workers=1"))
+    assert not (tmp_path / "out" / COMPLETED_FILE).exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_leaves_no_completed_and_can_run_again(workspace, tmp_path):
+    corpus = tmp_path / "big"
+    write_corpus(str(corpus), seed=7, files=3, documents_per_file=150)
+    output = tmp_path / "out"
+    argv = ["--input", str(corpus / "*.txt"), "--tokenizer", workspace["tokenizer"],
+            "--output", str(output), "--config", "tiny", *SETTINGS,
+            "--set", "data.num_streams=16", "--direct_num_workers=1"]
+    process = subprocess.Popen([sys.executable, "-m", "preprocessing.prepare", *argv],
+                               start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output / "pass-000").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, "the job ended before it could be interrupted"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert (output / "pass-000").exists()
+    assert not (output / COMPLETED_FILE).exists()
+    stats = run(argv)  # the same dataset may be written again over the remains
+    assert (output / COMPLETED_FILE).exists()
+    leftovers = [p.name for p in (output / "pass-000").iterdir() if ".tmp-" in p.name]
+    assert leftovers == [] and stats["passes"][0]["examples"] > 0
