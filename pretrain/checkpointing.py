@@ -18,6 +18,20 @@ RUN_CONFIG_FILE = "run_config.yaml"
 FIXED_SECTIONS = ("model", "data")
 
 
+def model_weights(model):
+    """The model's variables keyed by their original TF1 names, for tf.train.Checkpoint.
+
+    Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint, so the model
+    object itself would save only its top-level weights; the original names cover them all.
+    """
+    weights = dict(model.original_variables())
+    named = {id(v) for v in weights.values()}
+    missing = [v.path for v in model.weights if id(v) not in named]
+    if missing:
+        raise RuntimeError(f"variables without an original name: {missing}")
+    return weights
+
+
 def check_model_dir(model_dir, run_config):
     """Refuses a model dir whose saved config has another model or data section, by field."""
     path = os.path.join(model_dir, RUN_CONFIG_FILE)

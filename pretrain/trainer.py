@@ -18,7 +18,8 @@ import time
 import keras
 import tensorflow as tf
 
-from pretrain.checkpointing import CheckpointStore, check_model_dir, save_run_config
+from pretrain.checkpointing import (CheckpointStore, check_model_dir, model_weights,
+                                    save_run_config)
 from pretrain.distribution import is_chief, worker_index
 from pretrain.flops import train_flops_per_token
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
@@ -66,7 +67,7 @@ class Trainer:
         model = run_config.model
         self.memory = MemoryState(strategy, train.global_batch_size, model.n_layer,
                                   model.mem_len, model.d_model)
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+        checkpoint = tf.train.Checkpoint(model=model_weights(self.model), optimizer=self.optimizer,
                                          step=self.step, data_position=self.data_position,
                                          memory=self.memory.host)
         self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,

@@ -1,0 +1,61 @@
+"""Runs the trainer and records, per step, what each global row read and the memory it carries.
+
+In-process: `record_run(...)`. As a script (for several logical CPU replicas, which must be set
+up before TensorFlow starts): `python tests/pretrain_harness.py SPEC.json OUT.npz`, where SPEC
+is {"replicas": n, "data": dir, "phases": [{"model_dir": d, "overrides": [...]}, ...]}; the
+records of phase i are saved as `{i}/{name}` arrays.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def record_run(data_dir, model_dir, overrides, strategy=None):
+    """Trains (resuming from model_dir); returns {memory, stream, index, loss} per step."""
+    import tensorflow as tf
+
+    from pretrain.trainer import Trainer
+    from xlnet import load_run_config
+
+    strategy = strategy or tf.distribute.get_strategy()
+    trainer = Trainer(load_run_config("tiny", overrides), data_dir, model_dir, strategy)
+    records = {"memory": [], "stream": [], "index": [], "loss": [], "step": []}
+
+    def on_step(trainer, step, batch, metrics):
+        records["memory"].append(trainer.memory.gather().numpy())  # [G, N, M, D]
+        for name in ("stream", "index"):
+            # [A, b] per replica -> [A, G] in global row order; the last micro-step.
+            records[name].append(trainer.gather(batch[name], axis=1).numpy()[-1])
+        records["loss"].append(metrics["loss"])
+        records["step"].append(step)
+
+    trainer.train(on_step=on_step)
+    return {name: np.array(values) for name, values in records.items()}
+
+
+def _main(spec_path, out_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * spec["replicas"])
+    from pretrain.distribution import create_strategy
+
+    strategy = create_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == spec["replicas"]
+    arrays = {}
+    for i, phase in enumerate(spec["phases"]):
+        for name, value in record_run(spec["data"], phase["model_dir"], phase["overrides"],
+                                      strategy).items():
+            arrays[f"{i}/{name}"] = value
+    np.savez(out_path, **arrays)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    _main(*sys.argv[1:3])

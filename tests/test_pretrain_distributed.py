@@ -1,0 +1,137 @@
+"""Memory follows each row's stream (1 and 2 replicas, across a resume); 1 replica, 2 replicas
+and 2 multi-worker processes give the same losses."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dataset_fixture import write_dataset
+from pretrain.checkpointing import model_weights
+from pretrain_harness import record_run
+from xlnet import load_run_config
+from xlnet.permutation import permutation_inputs
+from xlnet.xlnet_lm import XLNetLM
+
+SEGMENTS = 4
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FROZEN = ["train.learning_rate=0", "model.dropout=0", "model.dropatt=0"]
+# Phase 1 stops at step 5 (mid-stream), phase 2 resumes from its checkpoint and runs to 10,
+# crossing a stream boundary (step 5), an epoch and a pass (step 9).
+MEMORY_PHASES = [FROZEN + ["train.steps=5"], FROZEN + ["train.steps=10"]]
+EQUIVALENCE = ["model.dropout=0", "model.dropatt=0", "train.warmup_steps=2", "train.steps=8"]
+# Summation order differs between 1 and 2 replicas (float32): losses agree to this.
+LOSS_RTOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("data"))
+    written = write_dataset(directory, load_run_config("tiny"), segments_per_stream=SEGMENTS)
+    return directory, written
+
+
+def _run_subprocess(command, timeout, env=None):
+    """Runs `command` in its own process group; kills the whole group on a timeout."""
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{command[:3]} timed out after {timeout}s:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def two_replicas(dataset, tmp_path_factory):
+    """Memory phases and the equivalence run on 2 logical CPU replicas (MirroredStrategy)."""
+    work = tmp_path_factory.mktemp("two")
+    phases = [{"model_dir": str(work / "memory"), "overrides": o} for o in MEMORY_PHASES]
+    phases.append({"model_dir": str(work / "equivalence"), "overrides": EQUIVALENCE})
+    spec = work / "spec.json"
+    spec.write_text(json.dumps({"replicas": 2, "data": dataset[0], "phases": phases}))
+    out = work / "records.npz"
+    _run_subprocess([sys.executable, "tests/pretrain_harness.py", str(spec), str(out)], 400)
+    arrays = np.load(out)
+    return [{name: arrays[f"{i}/{name}"] for name in ("memory", "stream", "index", "loss")}
+            for i in range(len(phases))], str(work / "memory")
+
+
+def _concat(phases):
+    return {name: np.concatenate([p[name] for p in phases]) for name in phases[0]}
+
+
+def _replay(model_dir, written, records):
+    """The model alone over each row's segments in order; returns memory per step [T, G...]."""
+    config = load_run_config("tiny", FROZEN)
+    model = XLNetLM(config.model)
+    tf.train.Checkpoint(model=model_weights(model)).restore(
+        tf.train.latest_checkpoint(model_dir)).expect_partial()
+    num_streams = config.data.num_streams
+    epoch_length = SEGMENTS * num_streams // (config.train.global_batch_size // 2)
+    memory = np.zeros_like(records["memory"][0])
+    replayed = []
+    for t, (streams, indices) in enumerate(zip(records["stream"], records["index"])):
+        forward = [r for r in range(len(streams)) if streams[r] < num_streams]
+        partners = [int(np.flatnonzero(streams == streams[r] + num_streams)[0]) for r in forward]
+        rows = forward + partners  # bi_data: forward rows first, their reversed copies after
+        pass_index = (t // epoch_length) % config.data.num_passes
+        parts = [written[(pass_index, streams[r])][indices[r]] for r in rows]
+        input_ids, segment_ids, is_masked, perm_rank = (np.stack([p[i] for p in parts])
+                                                        for i in range(4))
+        derived = permutation_inputs(input_ids, is_masked, perm_rank, config.data.reuse_len,
+                                     config.data.num_predict)
+        carried = memory[rows] * (indices[rows] > 0)[:, None, None, None]
+        outputs = model({"input_ids": tf.constant(input_ids, tf.int32),
+                         "segment_ids": tf.constant(segment_ids, tf.int32),
+                         "perm_mask": derived["perm_mask"],
+                         "target_mapping": derived["target_mapping"],
+                         "mems": tf.constant(carried, tf.float32)}, training=False)
+        memory[rows] = outputs["new_mems"].numpy()
+        replayed.append(memory.copy())
+    return np.array(replayed)
+
+
+def _check_memory(records, model_dir, written):
+    streams, indices = records["stream"], records["index"]
+    for t in range(1, len(streams)):  # each row reads whole streams in order
+        continues = (streams[t] == streams[t - 1]) & (indices[t] == indices[t - 1] + 1)
+        starts = (indices[t] == 0) & (indices[t - 1] == SEGMENTS - 1)
+        assert np.all(continues | starts)
+    assert (indices == 0).any() and (indices > 0).any()
+    replayed = _replay(model_dir, written, records)
+    assert np.abs(records["memory"]).max() > 0.1  # real states, not zeros
+    np.testing.assert_allclose(records["memory"], replayed, atol=2e-5, rtol=1e-5)
+
+
+def test_memory_follows_each_stream_one_replica_and_after_resume(dataset, tmp_path):
+    data_dir, written = dataset
+    model_dir = str(tmp_path / "model")
+    phases = [record_run(data_dir, model_dir, overrides) for overrides in MEMORY_PHASES]
+    assert phases[1]["step"].tolist() == [6, 7, 8, 9, 10]  # resumed, not restarted
+    _check_memory(_concat(phases), model_dir, written)
+
+
+@pytest.mark.slow
+def test_memory_follows_each_stream_two_replicas_and_after_resume(dataset, two_replicas):
+    records, model_dir = two_replicas
+    _check_memory(_concat(records[:2]), model_dir, dataset[1])
+
+
+@pytest.mark.slow
+def test_one_and_two_replicas_give_the_same_losses(dataset, two_replicas, tmp_path):
+    one = record_run(dataset[0], str(tmp_path / "one"), EQUIVALENCE)["loss"]
+    two = two_replicas[0][2]["loss"]
+    assert len(one) == len(two) == 8
+    assert one[0] != one[-1]  # the weights did move
+    np.testing.assert_allclose(one, two, rtol=LOSS_RTOL)
