@@ -52,7 +52,8 @@ def hf_config(config):
         "reuse_len": config.reuse_len,
         "use_mems_eval": True,
         "use_mems_train": config.mem_len > 0,
-        "bi_data": config.bi_data,
+        # bi_data describes the training data; the exported model reads text forward.
+        "bi_data": False,
         "clamp_len": config.clamp_len,
         "pad_token_id": PAD_ID,
         "bos_token_id": BOS_ID,
@@ -101,6 +102,7 @@ def write_hf(arrays, config, directory):
     staging = tempfile.mkdtemp(prefix=".writing-", dir=directory)
     try:
         save_file(tensors, os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"})
+        os.chmod(os.path.join(staging, WEIGHTS_FILE), 0o644)  # safetensors creates it 0600
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
             json.dump(config_json, f, indent=2)
             f.write("\n")

@@ -1,0 +1,160 @@
+"""`xlnet export`: hand trained weights to other tools.
+
+  original-tf   xlnet_model.ckpt.* + xlnet_config.json with the original TF1 variable names:
+                the original scripts (--init_checkpoint), keras-xlnet and HF's converter read it
+  hf            config.json + model.safetensors for transformers' XLNetLMHeadModel
+  saved-model   a TF SavedModel with serving signatures, for TF Serving
+
+`--model-dir` is a trainer's model directory (run_config.yaml + checkpoints) or a directory in
+the released layout (xlnet_config.json + xlnet_model.ckpt.*).
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+
+from xlnet.config import XLNetConfig
+from xlnet.errors import UserError
+from xlnet.hf_export import write_hf
+from xlnet.original_checkpoint import (CONFIG_NAME, assign_to_model, model_arrays,
+                                       read_original_checkpoint, write_original_checkpoint)
+from xlnet.run_config import load_run_config
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("original-tf", "hf", "saved-model")
+RUN_CONFIG_FILE = "run_config.yaml"
+RELEASED_SEQ_LEN, RELEASED_NUM_PREDICT = 512, 85
+
+
+def configure_parser(parser):
+    parser.add_argument("--model-dir", required=True,
+                        help="a trainer's model directory (run_config.yaml + checkpoints), or "
+                             "an original release directory (xlnet_config.json + "
+                             "xlnet_model.ckpt.*)")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="original-tf: the original TF1 variable names; hf: transformers "
+                             "config.json + model.safetensors; saved-model: TF Serving")
+    parser.add_argument("--output", required=True,
+                        help="directory to create (must not exist or be empty)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint prefix inside --model-dir (default: the newest)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="saved-model: tokens per example (default: the run's "
+                             f"data.seq_len, else {RELEASED_SEQ_LEN})")
+    parser.add_argument("--num-predict", type=int, default=None,
+                        help="saved-model: target rows per example (default: the run's "
+                             f"data.num_predict, else {RELEASED_NUM_PREDICT})")
+
+
+def load_weights(model_dir, checkpoint=None):
+    """(XLNetConfig, DataConfig or None, {original name: array}) from a trainer's or an
+    original model directory."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"--model-dir {model_dir}: no such directory")
+    if os.path.exists(os.path.join(model_dir, RUN_CONFIG_FILE)):
+        return _load_trainer_weights(model_dir, checkpoint)
+    if os.path.exists(os.path.join(model_dir, CONFIG_NAME)):
+        config = XLNetConfig.from_json(os.path.join(model_dir, CONFIG_NAME))
+        return config, None, read_original_checkpoint(checkpoint or model_dir, config)
+    raise UserError(f"--model-dir {model_dir}: holds neither {RUN_CONFIG_FILE} (a trainer's "
+                    f"model directory) nor {CONFIG_NAME} (an original checkpoint directory)")
+
+
+def _load_trainer_weights(model_dir, checkpoint):
+    import tensorflow as tf
+
+    from xlnet.xlnet_lm import XLNetLM
+
+    run_config = load_run_config(os.path.join(model_dir, RUN_CONFIG_FILE))
+    config = run_config.model
+    prefix = checkpoint or tf.train.latest_checkpoint(model_dir)
+    if not prefix:
+        raise UserError(f"--model-dir {model_dir}: no checkpoint yet (train first, or pass "
+                        "--checkpoint)")
+    model = XLNetLM(config)
+    # The trainer's checkpoint reaches the per-layer weights only through the optimizer's list
+    # of trainable variables (tf.train.Checkpoint does not follow the Keras lists holding the
+    # model's layers), so mirror that list: the model's trainable variables, in order.
+    optimizer = tf.Module()
+    optimizer._trainable_variables = list(model.trainable_variables)
+    try:
+        tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
+            prefix).expect_partial().assert_existing_objects_matched()
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint raises many kinds of errors
+        raise UserError(f"{prefix}: cannot restore the model from this checkpoint "
+                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    logger.info("restored %s", prefix)
+    return config, run_config.data, model_arrays(model)
+
+
+def write_saved_model(arrays, config, directory, seq_len, num_predict):
+    """A SavedModel for TF Serving, forward text without memory, shapes fixed at `seq_len`
+    tokens and `num_predict` targets: `serving_default` (input_ids, segment_ids, perm_mask,
+    target_mapping -> logits, features) and `features` (input_ids, segment_ids -> features)."""
+    import tensorflow as tf
+
+    from xlnet.xlnet_lm import XLNetLM
+
+    model = XLNetLM(config.replace(mem_len=0, bi_data=False, dropout=0.0, dropatt=0.0))
+    assign_to_model(model, arrays, config)
+    ids = tf.TensorSpec([None, seq_len], tf.int32, name="input_ids")
+    segments = tf.TensorSpec([None, seq_len], tf.int32, name="segment_ids")
+    perm_mask = tf.TensorSpec([None, seq_len, seq_len], tf.float32, name="perm_mask")
+    target_mapping = tf.TensorSpec([None, num_predict, seq_len], tf.float32,
+                                   name="target_mapping")
+
+    @tf.function(input_signature=[ids, segments, perm_mask, target_mapping])
+    def serving_default(input_ids, segment_ids, perm_mask, target_mapping):
+        outputs = model({"input_ids": input_ids, "segment_ids": segment_ids,
+                         "perm_mask": perm_mask, "target_mapping": target_mapping})
+        return {"logits": outputs["logits"], "features": outputs["features"]}
+
+    @tf.function(input_signature=[ids, segments])
+    def features(input_ids, segment_ids):
+        return {"features": model({"input_ids": input_ids,
+                                   "segment_ids": segment_ids})["features"]}
+
+    module = tf.Module()
+    module.model = model
+    tf.saved_model.save(module, directory, signatures={
+        "serving_default": serving_default, "features": features})
+    return directory
+
+
+def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=None):
+    """Writes `output` (a new directory) in format `fmt`; it appears only when complete.
+
+    `seq_len`/`num_predict` fix the SavedModel's shapes (default: the run's data section, or
+    the released 512/85)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: unknown (use one of {', '.join(FORMATS)})")
+    output = os.path.abspath(output)
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise UserError(f"--output {output}: exists and is not empty; choose a new directory")
+    config, data, arrays = load_weights(model_dir, checkpoint)
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
+    os.chmod(staging, 0o755)
+    try:
+        if fmt == "original-tf":
+            write_original_checkpoint(arrays, config, staging)
+        elif fmt == "hf":
+            write_hf(arrays, config, staging)
+        else:
+            write_saved_model(arrays, config, staging,
+                              seq_len or (data.seq_len if data else RELEASED_SEQ_LEN),
+                              num_predict or (data.num_predict if data else RELEASED_NUM_PREDICT))
+        os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s (%s) to %s", model_dir, fmt, output)
+    return output
+
+
+def run_command(args, extra_argv):
+    export(args.model_dir, args.format, args.output, args.checkpoint, args.seq_len,
+           args.num_predict)
+    return 0
