@@ -1,6 +1,7 @@
 """`xlnet export` from a real trainer's model directory (two tiny training steps)."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -109,7 +110,12 @@ def test_saved_model_serves_the_same_outputs(trained, tmp_path):
 def test_user_errors_are_one_line(trained, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
+    other = tmp_path / "other-run"  # a run config beside a checkpoint of something else
+    other.mkdir()
+    shutil.copy(os.path.join(trained["model_dir"], "run_config.yaml"), other)
+    tf.train.Checkpoint(step=tf.Variable(1)).save(str(other / "ckpt"))
     cases = [
+        (other, tmp_path / "out", "cannot restore the model from this checkpoint"),
         (trained["model_dir"], tmp_path / "taken", "exists and is not empty"),
         (tmp_path / "missing", tmp_path / "out", "no such directory"),
         (tmp_path / "taken", tmp_path / "out", "holds neither run_config.yaml"),

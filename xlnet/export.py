@@ -74,13 +74,10 @@ def _load_trainer_weights(model_dir, checkpoint):
         raise UserError(f"--model-dir {model_dir}: no checkpoint yet (train first, or pass "
                         "--checkpoint)")
     model = XLNetLM(config)
-    # The trainer's checkpoint reaches the per-layer weights only through the optimizer's list
-    # of trainable variables (tf.train.Checkpoint does not follow the Keras lists holding the
-    # model's layers), so mirror that list: the model's trainable variables, in order.
-    optimizer = tf.Module()
-    optimizer._trainable_variables = list(model.trainable_variables)
+    # The trainer checkpoints the model as its {original name: variable} dict (Keras layer
+    # lists are invisible to tf.train.Checkpoint), so restore into the same structure.
     try:
-        tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
+        tf.train.Checkpoint(model=dict(model.original_variables())).restore(
             prefix).expect_partial().assert_existing_objects_matched()
     except Exception as e:  # noqa: BLE001 - a damaged checkpoint raises many kinds of errors
         raise UserError(f"{prefix}: cannot restore the model from this checkpoint "
