@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -187,3 +188,25 @@ def test_bad_arguments(kwargs, message):
                      attention_type=ATTENTION_TYPE_BI)
     with pytest.raises(UserError, match=message):
         build_xlnet(**{**arguments, **kwargs})
+
+
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    """The README section's example, as written, on a tiny release in the released layout."""
+    from text_corpus import train_tiny_tokenizer
+
+    release = tmp_path / "xlnet_cased_L-12_H-768_A-12"
+    train_tiny_tokenizer(str(tmp_path / "corpus"), str(release), vocab_size=300)
+    config = TINY.replace(n_token=300)
+    arrays = random_arrays(config, seed=7)
+    write_original_checkpoint(arrays, config, str(release))
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+        section = f.read().split("## Coming from keras-xlnet or the original release")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented example
+    printed = capsys.readouterr().out
+    assert printed.count("[[") == -(-len(namespace["tokens"]) // 3)  # one block per chunk
+    lm_weights = namespace["lm"].original_variables()
+    np.testing.assert_array_equal(lm_weights["model/lm_loss/bias"].numpy(),
+                                  arrays["model/lm_loss/bias"])
