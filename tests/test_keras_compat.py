@@ -210,3 +210,21 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     lm_weights = namespace["lm"].original_variables()
     np.testing.assert_array_equal(lm_weights["model/lm_loss/bias"].numpy(),
                                   arrays["model/lm_loss/bias"])
+
+
+def test_dropout_and_fit_for_fine_tuning():
+    """build_xlnet with dropout trains with model.fit; inference stays deterministic."""
+    model = build_xlnet(units=32, training=True, num_token=100, num_block=2, num_head=4,
+                        hidden_dim=64, batch_size=4, memory_len=6, target_len=5, dropout=0.1,
+                        attention_dropout=0.1, seed=1)
+    ids = np.random.default_rng(0).integers(9, 100, (4, 5))
+    predict = np.zeros_like(ids)
+    predict[:, 2] = 1
+    inputs = [ids, np.zeros_like(ids), np.zeros((4, 1), np.int32), predict]
+    first, second = (model(inputs, training=True).numpy() for _ in range(2))
+    assert np.abs(first - second).max() > 1e-4  # a fresh dropout mask per call
+    np.testing.assert_array_equal(model(inputs).numpy(), model(inputs).numpy())
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = model.get_layer("FeedForward-1").get_weights()[0].copy()
+    model.fit(inputs, ids, epochs=1, batch_size=4, verbose=0)
+    assert not np.array_equal(before, model.get_layer("FeedForward-1").get_weights()[0])
