@@ -4,18 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from checkpoint_fixture import TINY, random_arrays
 from xlnet import UserError, XLNetConfig
 from xlnet.original_checkpoint import (CHECKPOINT_NAME, CONFIG_NAME, original_shapes,
                                        read_original_checkpoint, write_original_checkpoint)
-
-TINY = XLNetConfig(n_layer=2, d_model=32, n_head=4, d_head=8, d_inner=64, n_token=100,
-                   mem_len=8, reuse_len=4)
-
-
-def random_arrays(config, seed=0):
-    rng = np.random.default_rng(seed)
-    return {name: rng.normal(size=shape).astype(np.float32)
-            for name, shape in original_shapes(config).items()}
 
 
 def test_released_names_and_shapes():

@@ -366,8 +366,8 @@ def _weight_assignments(model, arrays, config, in_train_phase):
     pairs = [(model.get_layer("Embed-Token").embeddings,
               arrays[f"{PREFIX}/word_embedding/lookup_table"])]
     if in_train_phase:
-        pairs.append((model.get_layer("Embed-Mask").mask_emb, arrays[f"{PREFIX}/mask_emb/mask_emb"]))
-        pairs.append((model.get_layer("Softmax").bias, arrays[LM_BIAS]))
+        pairs += [(model.get_layer("Embed-Mask").mask_emb, arrays[f"{PREFIX}/mask_emb/mask_emb"]),
+                  (model.get_layer("Softmax").bias, arrays[LM_BIAS])]
     for i in range(config.n_layer):
         block, prefix = i + 1, layer_prefix(i)
         bias_suffix = f"-{block}" if config.untie_r else ""
