@@ -111,5 +111,5 @@ def write_hf(arrays, config, directory):
             os.replace(os.path.join(staging, name), os.path.join(directory, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("wrote %d HuggingFace tensors to %s", len(tensors), directory)
+    logger.debug("wrote %d HuggingFace tensors to %s", len(tensors), directory)
     return directory

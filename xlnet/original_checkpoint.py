@@ -185,7 +185,7 @@ def write_original_checkpoint(arrays, config, directory):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     prefix = os.path.join(directory, CHECKPOINT_NAME)
-    logger.info("wrote %d original variables to %s", len(names), prefix)
+    logger.debug("wrote %d original variables to %s", len(names), prefix)
     return prefix
 
 
