@@ -256,9 +256,9 @@ def build_xlnet(units, training, num_token, num_block, num_head, hidden_dim, bat
     """
     _check_arguments(training, permute, batch_size, memory_len, attention_type,
                      feed_forward_activation)
-    head_dim = head_dim or units // num_head
-    memory_kwargs = dict(batch_size=batch_size, memory_len=memory_len, target_len=target_len,
-                         output_dim=units)
+    graph = _Graph(units=units, num_head=num_head, head_dim=head_dim or units // num_head,
+                   hidden_dim=hidden_dim, dropout=dropout, attention_dropout=attention_dropout,
+                   activation=feed_forward_activation)
     token_input = keras.Input(shape=(target_len,), name="Input-Token", dtype="int32")
     segment_input = keras.Input(shape=(target_len,), name="Input-Segment", dtype="int32")
     memory_length_input = keras.Input(shape=(1,), name="Input-Memory-Length", dtype="int32")
@@ -267,83 +267,101 @@ def build_xlnet(units, training, num_token, num_block, num_head, hidden_dim, bat
     if training:
         predict_input = keras.Input(shape=(target_len,), name="Input-Mask", dtype="int32")
         inputs.append(predict_input)
+    memory_kwargs = dict(batch_size=batch_size, memory_len=memory_len, target_len=target_len,
+                         output_dim=units)
 
     token_embed, table = TokenEmbedding(num_token, units, name="Embed-Token")(token_input)
     padding = PaddingMask(mask_index, name="Masking")(token_input)
     query = MaskEmbedding(units, name="Embed-Mask")(token_embed, predict_input) \
         if training else None
-    dropout_seed = None
     if dropout > 0 or attention_dropout > 0:
-        dropout_seed = DropoutSeed(seed, name="Dropout-Seed")(token_input)
-    if dropout > 0:
-        token_embed = SiteDropout(dropout, sites.WORD_EMBEDDING_SITE,
-                                  name="Embed-Token-Dropout")(token_embed, dropout_seed)
-        if training:
-            query = SiteDropout(dropout, sites.MASK_EMBEDDING_SITE,
-                                name="Embed-Mask-Dropout")(query, dropout_seed)
+        graph.seed = DropoutSeed(seed, name="Dropout-Seed")(token_input)
+    token_embed = graph.dropout_at(token_embed, sites.WORD_EMBEDDING_SITE, "Embed-Token-Dropout")
+    if training:
+        query = graph.dropout_at(query, sites.MASK_EMBEDDING_SITE, "Embed-Mask-Dropout")
 
-    memories = [Memory(**memory_kwargs, name="Memory-0")(token_embed)]
-    positional = PositionalEmbedding(units, -1 if clamp_len is None else clamp_len,
-                                     name="Embed-Pos")(token_embed, memories[0])
-    if dropout > 0:
-        positional = SiteDropout(dropout, sites.POSITIONAL_ENCODING_SITE,
-                                 name="Embed-Pos-Dropout")(positional, dropout_seed)
-    content_mask, query_mask = PermutationMask(
-        attention_type == ATTENTION_TYPE_UNI, name="Permutation")(
-            padding, memories[0], memory_length_input, predict_input)
+    memory = Memory(**memory_kwargs, name="Memory-0")(token_embed)
+    graph.positional = graph.dropout_at(
+        PositionalEmbedding(units, -1 if clamp_len is None else clamp_len,
+                            name="Embed-Pos")(token_embed, memory),
+        sites.POSITIONAL_ENCODING_SITE, "Embed-Pos-Dropout")
+    graph.masks = PermutationMask(attention_type == ATTENTION_TYPE_UNI, name="Permutation")(
+        padding, memory, memory_length_input, predict_input)
     if shared_biases:
-        biases = (RelativeBias(num_head, head_dim, name="Relative-Bias")(memories[0]),
-                  SegmentBias(num_head, head_dim, name="Segment-Bias")(memories[0]))
+        graph.biases = graph.biases_for(memory, "")
 
     content = token_embed
     for i in range(num_block):
-        block = i + 1
         if not shared_biases:
-            biases = (RelativeBias(num_head, head_dim, name=f"Relative-Bias-{block}")(memories[i]),
-                      SegmentBias(num_head, head_dim, name=f"Segment-Bias-{block}")(memories[i]))
-        (content_bias, position_bias), segment_bias = biases
+            graph.biases = graph.biases_for(memory, f"-{i + 1}")
+        content, query = graph.block(i, content, query, memory, segment_input)
+        if i + 1 < num_block:
+            memory = Memory(**memory_kwargs, name=f"Memory-{i + 1}")(content)
+
+    if not training:
+        return keras.Model(inputs=inputs, outputs=content)
+    query = graph.dropout_at(query, sites.FINAL_QUERY_STREAM_SITE, "Query-Dropout")
+    probabilities = TiedSoftmax(num_token, name="Softmax")(query, table)
+    return keras.Model(inputs=inputs, outputs=probabilities)
+
+
+class _Graph:
+    """The sizes and rates of a build_xlnet graph and the tensors every block shares."""
+
+    def __init__(self, units, num_head, head_dim, hidden_dim, dropout, attention_dropout,
+                 activation):
+        self.units, self.num_head, self.head_dim = units, num_head, head_dim
+        self.hidden_dim, self.activation = hidden_dim, activation
+        self.dropout, self.attention_dropout = dropout, attention_dropout
+        self.seed = self.positional = self.masks = self.biases = None
+
+    def dropout_at(self, tensor, site, name):
+        if self.dropout == 0:
+            return tensor
+        return SiteDropout(self.dropout, site, name=name)(tensor, self.seed)
+
+    def biases_for(self, memory, suffix):
+        """((u, v), s) from Relative-Bias / Segment-Bias layers named with `suffix`."""
+        return (RelativeBias(self.num_head, self.head_dim, name=f"Relative-Bias{suffix}")(memory),
+                SegmentBias(self.num_head, self.head_dim, name=f"Segment-Bias{suffix}")(memory))
+
+    def block(self, i, content, query, memory, segment_input):
+        """Layer i+1 for both streams: attention, residual, LayerNorm, FFN, residual, LayerNorm
+        (the same layers, so the same weights, for the content and the query stream)."""
+        block = i + 1
+        (content_bias, position_bias), segment_bias = self.biases
         segment_different, segment_embedding = RelativeSegmentEmbedding(
-            num_head, head_dim, name=f"Embed-Segment-{block}")(segment_input, memories[i])
-        attention = AllPositionsAttention(
-            units, num_head, head_dim, dropout, attention_dropout,
-            dropout_site=sites.layer_site(i), name=f"Attention-{block}")
-        attended = attention(
-            content, query, memory=memories[i], positional_encoding=positional,
-            content_bias=content_bias, position_bias=position_bias, segment_bias=segment_bias,
-            segment_embedding=segment_embedding, segment_different=segment_different,
-            content_mask=content_mask, query_mask=query_mask, seed=dropout_seed)
+            self.num_head, self.head_dim, name=f"Embed-Segment-{block}")(segment_input, memory)
+        content_mask, query_mask = self.masks
+        attended = AllPositionsAttention(
+            self.units, self.num_head, self.head_dim, self.dropout, self.attention_dropout,
+            dropout_site=sites.layer_site(i), name=f"Attention-{block}")(
+                content, query, memory=memory, positional_encoding=self.positional,
+                content_bias=content_bias, position_bias=position_bias,
+                segment_bias=segment_bias, segment_embedding=segment_embedding,
+                segment_different=segment_different, content_mask=content_mask,
+                query_mask=query_mask, seed=self.seed)
         attention_add = keras.layers.Add(name=f"Attention-Residual-{block}")
         attention_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, name=f"Attention-Normal-{block}")
         feed_forward = FeedForward(
-            units, hidden_dim, feed_forward_activation, dropout,
+            self.units, self.hidden_dim, self.activation, self.dropout,
             dropout_site=sites.layer_site(i) + sites.FEED_FORWARD_SITE_OFFSET,
             name=f"FeedForward-{block}")
         feed_forward_add = keras.layers.Add(name=f"FeedForward-Residual-{block}")
         feed_forward_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, name=f"FeedForward-Normal-{block}")
 
-        def finish(stream, attended, site_offset):
-            normed = attention_norm(attention_add([stream, attended]))
-            transformed = feed_forward(normed, seed=dropout_seed, site_offset=site_offset)
+        def finish(stream, stream_attended, site_offset):
+            normed = attention_norm(attention_add([stream, stream_attended]))
+            transformed = feed_forward(normed, seed=self.seed, site_offset=site_offset)
             return feed_forward_norm(feed_forward_add([normed, transformed]))
 
-        if training:
-            content_out, query_out = attended
-            query = finish(query, query_out, 2)
-        else:
-            content_out = attended
-        content = finish(content, content_out, 0)
-        if block < num_block:
-            memories.append(Memory(**memory_kwargs, name=f"Memory-{block}")(content))
-
-    if not training:
-        return keras.Model(inputs=inputs, outputs=content)
-    if dropout > 0:
-        query = SiteDropout(dropout, sites.FINAL_QUERY_STREAM_SITE,
-                            name="Query-Dropout")(query, dropout_seed)
-    probabilities = TiedSoftmax(num_token, name="Softmax")(query, table)
-    return keras.Model(inputs=inputs, outputs=probabilities)
+        if query is None:
+            return finish(content, attended, 0), None
+        content_attended, query_attended = attended
+        query = finish(query, query_attended, 2)
+        return finish(content, content_attended, 0), query
 
 
 def _check_arguments(training, permute, batch_size, memory_len, attention_type, activation):
