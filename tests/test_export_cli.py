@@ -68,10 +68,12 @@ def test_ours_to_original_tf_to_ours_is_bit_identical(trained, tmp_path):
     assert list(after) == list(before)
     for name, value in before.items():
         assert after[name].tobytes() == value.tobytes(), name
-    # ...and an original-format directory exports again, unchanged
+    # ...and an original-format directory exports again, unchanged, with its tokenizer
+    (tmp_path / "original" / "spiece.model").write_bytes(b"sentencepiece model bytes")
     assert export(tmp_path / "original", "original-tf", tmp_path / "again") == 0
     again = read_original_checkpoint(str(tmp_path / "again"), config)
     assert all(again[n].tobytes() == v.tobytes() for n, v in before.items())
+    assert (tmp_path / "again" / "spiece.model").read_bytes() == b"sentencepiece model bytes"
 
 
 def test_hf_export_gives_the_same_logits(trained, tmp_path):

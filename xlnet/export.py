@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 FORMATS = ("original-tf", "hf", "saved-model")
 RUN_CONFIG_FILE = "run_config.yaml"
 RELEASED_SEQ_LEN, RELEASED_NUM_PREDICT = 512, 85
+TOKENIZER_FILE = "spiece.model"
 
 
 def configure_parser(parser):
@@ -144,6 +145,10 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
             write_saved_model(arrays, config, staging,
                               seq_len or (data.seq_len if data else RELEASED_SEQ_LEN),
                               num_predict or (data.num_predict if data else RELEASED_NUM_PREDICT))
+        tokenizer = os.path.join(model_dir, TOKENIZER_FILE)
+        if fmt != "saved-model" and os.path.exists(tokenizer):
+            # The released layout and transformers' XLNetTokenizer keep it beside the weights.
+            shutil.copy2(tokenizer, os.path.join(staging, TOKENIZER_FILE))
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
