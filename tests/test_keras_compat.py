@@ -5,6 +5,7 @@ import io
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from checkpoint_fixture import TINY, hf_model, random_arrays
 from xlnet import UserError
 from xlnet.keras_compat import (ATTENTION_TYPE_BI, ATTENTION_TYPE_UNI, build_xlnet,
-                                load_model_weights_from_checkpoint,
+                                get_custom_objects, load_model_weights_from_checkpoint,
                                 load_trained_model_from_checkpoint)
 from xlnet.original_checkpoint import write_original_checkpoint
 from xlnet.schema import PAD_ID
@@ -228,3 +229,17 @@ def test_dropout_and_fit_for_fine_tuning():
     before = model.get_layer("FeedForward-1").get_weights()[0].copy()
     model.fit(inputs, ids, epochs=1, batch_size=4, verbose=0)
     assert not np.array_equal(before, model.get_layer("FeedForward-1").get_weights()[0])
+
+
+def test_saved_model_file_reloads_with_its_memory(release, tmp_path):
+    """model.save / keras.models.load_model(custom_objects=get_custom_objects()), as with
+    keras-xlnet; the memory kept so far travels with the weights."""
+    model = load(release, batch_size=1, memory_len=4, target_len=3, in_train_phase=False)
+    segments = np.zeros((1, 3), np.int32)
+    model.predict([np.array([[11, 12, 13]]), segments, np.array([[0]])], verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras",
+                                     custom_objects=get_custom_objects())
+    follow_up = [np.array([[14, 15, 16]]), segments, np.array([[3]])]
+    np.testing.assert_array_equal(loaded.predict(follow_up, verbose=0),
+                                  model.predict(follow_up, verbose=0))

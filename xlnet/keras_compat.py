@@ -244,6 +244,14 @@ class TiedSoftmax(keras.layers.Layer):
         return tf.nn.softmax(logits + self.bias, axis=-1)
 
 
+def get_custom_objects():
+    """keras-xlnet's helper: the classes `keras.models.load_model` needs for a saved model."""
+    return {layer.__name__: layer for layer in (
+        TokenEmbedding, PaddingMask, MaskEmbedding, DropoutSeed, SiteDropout, Memory,
+        PositionalEmbedding, PermutationMask, RelativeBias, SegmentBias,
+        RelativeSegmentEmbedding, AllPositionsAttention, FeedForward, TiedSoftmax)}
+
+
 def build_xlnet(units, training, num_token, num_block, num_head, hidden_dim, batch_size,
                 memory_len, target_len, permute=None, mask_index=PAD_ID, dropout=0.0,
                 attention_dropout=0.0, attention_type=ATTENTION_TYPE_BI,
