@@ -43,6 +43,16 @@ def test_write_then_read_is_bit_identical(tmp_path, untie_r):
             assert back[name].tobytes() == value.tobytes(), name
 
 
+def test_names_are_exactly_the_original_ones(tmp_path):
+    """What keras-xlnet's loader and HF's converter do: list the variables, load each by name."""
+    arrays = random_arrays(TINY)
+    prefix = write_original_checkpoint(arrays, TINY, str(tmp_path))
+    listed = dict(tf.train.list_variables(prefix))
+    assert listed == {name: list(shape) for name, shape in original_shapes(TINY).items()}
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(tf.train.load_variable(prefix, name), value)
+
+
 def test_original_tf1_code_restores_our_checkpoint(tmp_path):
     """What the original scripts do with --init_checkpoint: tf.compat.v1 variables under the
     original scopes, `init_from_checkpoint` by exact name."""
