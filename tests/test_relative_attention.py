@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from xlnet.dropout import site_seed, stateless_dropout
+from xlnet.dropout import drop_threshold, site_seed, stateless_dropout
 from xlnet.positional_encoding import (relative_distances, relative_positional_encoding,
                                        relative_segment_matrix)
 from xlnet.relative_attention import rel_shift, target_rel_shift
@@ -14,7 +14,7 @@ def test_rel_shift_gives_the_spec_distances():
     distances = relative_distances(q_len, m_len + q_len)  # [5, 4, ..., -2]
     np.testing.assert_array_equal(distances, [5, 4, 3, 2, 1, 0, -1, -2])
     scores = tf.tile(distances[None, None, None, :], [1, 1, q_len, 1])  # [1, 1, 3, 8]
-    np.testing.assert_array_equal(rel_shift(scores, m_len + q_len)[0, 0],
+    np.testing.assert_array_equal(rel_shift(scores)[0, 0],
                                   [[2, 1, 0, -1, -2], [3, 2, 1, 0, -1], [4, 3, 2, 1, 0]])
 
 
@@ -24,11 +24,24 @@ def test_target_rows_read_the_same_distances_as_their_content_rows():
     k_len = m_len + q_len
     scores = rng.normal(size=(batch, heads, q_len, k_len + q_len)).astype(np.float32)
     positions = np.array([[5, 0, 2], [3, 3, 1]], np.int32)  # [B, K]
-    per_target = np.stack([scores[b, :, positions[b], :] for b in range(batch)])  # [B,K,n,R]
-    shifted = rel_shift(tf.constant(scores), k_len).numpy()  # [B, n, L, k]
-    expected = np.stack([shifted[b][:, positions[b]].transpose(1, 0, 2) for b in range(batch)])
+    per_target = np.stack([scores[b][:, positions[b]] for b in range(batch)])  # [B, n, K, R]
+    shifted = rel_shift(tf.constant(scores)).numpy()  # [B, n, L, k]
+    expected = np.stack([shifted[b][:, positions[b]] for b in range(batch)])
     np.testing.assert_array_equal(
-        target_rel_shift(tf.constant(per_target), positions, q_len, k_len), expected)
+        target_rel_shift(tf.constant(per_target), positions, q_len), expected)
+
+
+def test_rel_shift_gradient_is_the_inverse_shift():
+    scores = tf.constant(np.random.default_rng(1).normal(size=(2, 3, 4, 9)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(2).normal(size=(2, 3, 4, 5)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(scores)
+        total = tf.reduce_sum(rel_shift(scores) * upstream)
+    expected = np.zeros(scores.shape, np.float32)
+    for i in range(4):
+        for j in range(5):
+            expected[:, :, i, j + 4 - i] = upstream[:, :, i, j]
+    np.testing.assert_array_equal(tape.gradient(total, scores), expected)
 
 
 def test_positional_encoding_is_sin_then_cos_and_backward_negates_the_sine_half():
@@ -73,3 +86,9 @@ def test_dropout_masks_depend_on_seed_and_site_only():
     assert 0.2 < np.mean(first == 0) < 0.3
     assert not np.array_equal(site_seed(tf.constant([1, 2]), 0), site_seed(tf.constant([1, 2]), 1))
     np.testing.assert_array_equal(stateless_dropout(ones, 0.25, None, 0, training=False), ones)
+
+
+def test_dropout_rate_is_quantised_to_16_bits_and_odd_sizes_work():
+    assert int(drop_threshold(0.1)) == 6554 and int(drop_threshold(0.25)) == 16384
+    dropped = stateless_dropout(tf.ones([3, 5]), 0.5, tf.constant([0, 1]), 0, training=True)
+    assert dropped.shape == (3, 5) and 0 < np.sum(dropped == 0) < 15

@@ -3,7 +3,8 @@
 The content stream (all L positions) and the query stream (only the K target rows) share every
 weight and the keys, values and position keys computed from `[memory ; content]`. The layer
 returns the `o`-projected, dropped-out attention output of each stream, before the residual and
-LayerNorm.
+LayerNorm. Heads-major layouts ([B, n, T, ...]) let every score product be a plain batched
+matmul.
 """
 
 import keras
@@ -14,22 +15,43 @@ from xlnet.dropout import stateless_dropout
 MASKED_SCORE = 1e30  # the original subtracts 1e30, not -inf: a row that sees nothing is uniform
 
 
-def rel_shift(position_scores, k_len):
-    """[B, n, T, R] scores against all R encoding rows -> [B, n, T, k_len] where entry (i, j)
-    is raw column `j + T - i`, i.e. distance `(k_len - T) + i - j` (spec §6.5)."""
-    batch, heads, q_len, r_len = (tf.shape(position_scores)[0], position_scores.shape[1],
-                                  position_scores.shape[2], position_scores.shape[3])
-    shifted = tf.reshape(position_scores, [batch, heads, r_len, q_len])[:, :, 1:, :]
-    shifted = tf.reshape(shifted, [batch, heads, q_len, r_len - 1])
-    return shifted[:, :, :, :k_len]  # [B, n, T, k_len]
+def attention_bias(blocked):
+    """bool mask (True = blocked) -> float32 additive bias: -1e30 where blocked, else 0."""
+    return None if blocked is None else -MASKED_SCORE * tf.cast(blocked, tf.float32)
 
 
-def target_rel_shift(position_scores, target_positions, q_len, k_len):
-    """[B, K, n, R] query-stream scores -> [B, K, n, k_len]: a target at position p reads the
-    k_len encoding rows from raw column `q_len - p` on, as content row p would after rel_shift.
-    """
-    columns = (q_len - target_positions)[:, :, None] + tf.range(k_len)[None, None, :]  # [B,K,k]
-    return tf.gather(position_scores, columns, axis=3, batch_dims=2)  # [B, K, n, k_len]
+@tf.custom_gradient
+def rel_shift(position_scores):
+    """[B, n, T, T+k] scores against all encoding rows -> [B, n, T, k] where entry (i, j) is
+    raw column `j + T - i`, i.e. distance `(k - T) + i - j` (spec §6.5).
+
+    The gradient is written as the inverse shift (two pads): TF's gradient of the slices
+    (StridedSliceGrad) is about 20x slower on CPU."""
+    batch = tf.shape(position_scores)[0]
+    heads, q_len, r_len = position_scores.shape[1:]
+    k_len = r_len - q_len
+    flat = tf.reshape(position_scores, [batch, heads, q_len * r_len])[:, :, q_len:]
+    shifted = tf.reshape(flat, [batch, heads, q_len, r_len - 1])[:, :, :, :k_len]
+
+    def gradient(upstream):  # [B, n, T, k] -> [B, n, T, T+k]
+        rows = tf.pad(upstream, [[0, 0], [0, 0], [0, 0], [0, r_len - 1 - k_len]])
+        flat_rows = tf.reshape(rows, [batch, heads, q_len * (r_len - 1)])
+        return tf.reshape(tf.pad(flat_rows, [[0, 0], [0, 0], [q_len, 0]]),
+                          [batch, heads, q_len, r_len])
+
+    return shifted, gradient  # [B, n, T, k]
+
+
+def target_rel_shift(position_scores, target_positions, q_len):
+    """[B, n, K, q_len+k] query-stream scores -> [B, n, K, k]: a target at position p reads
+    the k encoding rows from raw column `q_len - p` on, as content row p does after
+    rel_shift."""
+    batch_heads_targets = tf.shape(position_scores)[:3]
+    k_len = position_scores.shape[3] - q_len
+    first_column = (q_len - target_positions)[:, None, :, None]  # [B, 1, K, 1]
+    columns = tf.broadcast_to(first_column + tf.range(k_len),
+                              tf.concat([batch_heads_targets, [k_len]], 0))  # [B, n, K, k]
+    return tf.gather(position_scores, columns, batch_dims=3)  # [B, n, K, k]
 
 
 class RelativeAttention(keras.layers.Layer):
@@ -57,7 +79,7 @@ class RelativeAttention(keras.layers.Layer):
     def call(self, content, query=None, *, memory=None, positional_encoding,
              content_bias, position_bias, segment_bias, segment_embedding,
              segment_different=None, query_segment_different=None,
-             content_mask=None, query_mask=None,
+             content_mask_bias=None, query_mask_bias=None,
              target_positions=None, target_weights=None, training=False, seed=None):
         """Attention of both streams over the keys `[memory ; content]`.
 
@@ -65,93 +87,84 @@ class RelativeAttention(keras.layers.Layer):
         positional_encoding [X, L+M+L, d] (X directions, each for B/X consecutive rows);
         content_bias, position_bias, segment_bias [n, dh] (u, v, s); segment_embedding
         [2, n, dh]; segment_different bool [B, L, M+L] and query_segment_different bool
-        [B, K, M+L] (None: no segment term); content_mask bool [B, L, M+L] and query_mask bool
-        [B, K, M+L], True = blocked (None: nothing blocked); target_positions int32 [B, K];
-        target_weights [B, K] (0 for padding target rows, whose attention output is zeroed).
+        [B, K, M+L] (None: no segment term); content_mask_bias float32 [B, L, M+L] and
+        query_mask_bias [B, K, M+L] from `attention_bias` (None: nothing blocked);
+        target_positions int32 [B, K]; target_weights [B, K] (0 for padding target rows,
+        whose attention output is zeroed).
         Returns (content_out [B, L, d], query_out [B, K, d] or None).
         """
         dtype = self.compute_dtype
         content = tf.cast(content, dtype)
         keys_in = content if memory is None else tf.concat([tf.cast(memory, dtype), content], 1)
-        q_len, k_len = content.shape[1], keys_in.shape[1]
-        biases = tuple(tf.cast(b, dtype) for b in
-                       (content_bias, position_bias, segment_bias, segment_embedding))
+        q_len = content.shape[1]
+        # The 1/sqrt(dh) scale is applied to the queries and their biases (the same product,
+        # on a tensor k times smaller than the scores).
+        biases = [tf.cast(b, dtype) * self.scale for b in
+                  (content_bias, position_bias, segment_bias)]
+        biases = [b[:, None, :] for b in biases]  # [n, 1, dh]
+        segment_embedding = tf.cast(segment_embedding, dtype)
 
-        key = tf.einsum("bjd,dnh->bjnh", keys_in, tf.cast(self.k_kernel, dtype))  # [B,M+L,n,dh]
-        value = tf.einsum("bjd,dnh->bjnh", keys_in, tf.cast(self.v_kernel, dtype))
-        position_key = tf.einsum("xrd,dnh->xrnh", tf.cast(positional_encoding, dtype),
-                                 tf.cast(self.r_kernel, dtype))  # [X, R, n, dh]
+        key = self._heads(keys_in, self.k_kernel)  # [B, n, M+L, dh]
+        value = self._heads(keys_in, self.v_kernel)  # [B, n, M+L, dh]
+        position_key = tf.einsum("xrd,dnh->xnrh", tf.cast(positional_encoding, dtype),
+                                 tf.cast(self.r_kernel, dtype))  # [X, n, R, dh]
+        shared = (key, value, position_key, biases, segment_embedding)
 
-        content_query = tf.einsum("bid,dnh->binh", content, tf.cast(self.q_kernel, dtype))
-        content_out = self._content_stream(content_query, key, value, position_key, biases,
-                                           segment_different, content_mask, k_len,
-                                           training, seed)
+        scaled_query = self._heads(content, self.q_kernel) * self.scale  # [B, n, L, dh]
+        scores = self._scores(scaled_query, shared, segment_different)
+        position_scores = rel_shift(self._position_scores(scaled_query, shared))
+        content_out = self._attend(scores + position_scores, content_mask_bias, value,
+                                   training, seed, site=0)
         query_out = None
         if query is not None:
-            query_heads = tf.einsum("bkd,dnh->bknh", tf.cast(query, dtype),
-                                    tf.cast(self.q_kernel, dtype))  # [B, K, n, dh]
-            query_out = self._query_stream(query_heads, key, value, position_key, biases,
-                                           query_segment_different, query_mask,
-                                           target_positions, target_weights, q_len, k_len,
-                                           training, seed)
+            scaled_query = self._heads(query, self.q_kernel) * self.scale  # [B, n, K, dh]
+            scores = self._scores(scaled_query, shared, query_segment_different)
+            position_scores = target_rel_shift(
+                self._position_scores(scaled_query, shared), target_positions, q_len)
+            # The original scatters queries to L rows and gathers back with target_mapping:
+            # a padding (all-zero) target row gets a zero attention output.
+            query_out = self._attend(scores + position_scores, query_mask_bias, value,
+                                     training, seed, site=1,
+                                     row_weights=target_weights)
         return content_out, query_out
 
-    def _content_stream(self, q, key, value, position_key, biases, segment_different, mask,
-                        k_len, training, seed):
-        u, v, s, segment_embedding = biases
-        content_scores = tf.einsum("binh,bjnh->bnij", q + u, key)  # [B, n, L, M+L]
-        position_scores = rel_shift(
-            _per_direction_scores(q + v, position_key, "xbinh,xrnh->xbnir"), k_len)
-        scores = content_scores + position_scores
-        if segment_different is not None:
-            segment_scores = tf.einsum("binh,snh->bnis", q + s, segment_embedding)  # [B,n,L,2]
-            scores += tf.where(segment_different[:, None],
-                               segment_scores[..., 1:], segment_scores[..., :1])
-        mask = None if mask is None else mask[:, None]  # [B, 1, L, M+L]
-        probs = self._attention_probs(scores, mask, training, seed, site=0)  # [B, n, L, M+L]
-        attended = tf.einsum("bnij,bjnh->binh", probs, value)  # [B, L, n, dh]
-        return self._output(attended, training, seed, site=2)
+    def _heads(self, inputs, kernel):
+        """[B, T, d] -> [B, n, T, dh]."""
+        return tf.einsum("btd,dnh->bnth", tf.cast(inputs, self.compute_dtype),
+                         tf.cast(kernel, self.compute_dtype))
 
-    def _query_stream(self, q, key, value, position_key, biases, segment_different, mask,
-                      target_positions, target_weights, q_len, k_len, training, seed):
-        u, v, s, segment_embedding = biases
-        content_scores = tf.einsum("bknh,bjnh->bknj", q + u, key)  # [B, K, n, M+L]
-        position_scores = target_rel_shift(
-            _per_direction_scores(q + v, position_key, "xbknh,xrnh->xbknr"),
-            target_positions, q_len, k_len)  # [B, K, n, M+L]
-        scores = content_scores + position_scores
-        if segment_different is not None:
-            segment_scores = tf.einsum("bknh,snh->bkns", q + s, segment_embedding)  # [B,K,n,2]
-            scores += tf.where(segment_different[:, :, None],
-                               segment_scores[..., 1:], segment_scores[..., :1])
-        mask = None if mask is None else mask[:, :, None]  # [B, K, 1, M+L]
-        probs = self._attention_probs(scores, mask, training, seed, site=1)  # [B, K, n, M+L]
-        attended = tf.einsum("bknj,bjnh->bknh", probs, value)  # [B, K, n, dh]
-        # The original scatters queries to L rows and gathers back with target_mapping: a
-        # padding (all-zero) target row gets a zero attention output.
-        attended *= tf.cast(target_weights, attended.dtype)[:, :, None, None]
-        return self._output(attended, training, seed, site=3)
+    def _scores(self, query, shared, segment_different):
+        """Content and segment terms: [B, n, T, M+L]."""
+        key, _, _, (u, _, s), segment_embedding = shared
+        scores = tf.matmul(query + u, key, transpose_b=True)  # [B, n, T, M+L]
+        if segment_different is None:
+            return scores
+        same, different = tf.unstack(
+            tf.einsum("bnth,snh->sbnt", query + s, segment_embedding), axis=0)  # 2x[B,n,T]
+        return scores + tf.where(segment_different[:, None], different[..., None],
+                                 same[..., None])
 
-    def _attention_probs(self, scores, mask, training, seed, site):
-        """Scaled, masked softmax over the key axis in float32, then dropatt."""
-        scores = tf.cast(scores, tf.float32) * self.scale
-        if mask is not None:
-            scores -= MASKED_SCORE * tf.cast(mask, tf.float32)
-        probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)
-        return stateless_dropout(probs, self.dropatt, seed, self.dropout_site + site, training)
+    @staticmethod
+    def _position_scores(query, shared):
+        """Queries against all R position keys of their direction: [B, n, T, R]. The position
+        keys are computed once per direction, not per example."""
+        _, _, position_key, (_, v, _), _ = shared
+        directions = position_key.shape[0]
+        grouped = tf.reshape(query + v, [directions, -1] + query.shape[1:].as_list())
+        scores = tf.matmul(grouped, position_key[:, None], transpose_b=True)  # [X,B/X,n,T,R]
+        return tf.reshape(scores, [-1] + scores.shape[2:].as_list())  # [B, n, T, R]
 
-    def _output(self, attended, training, seed, site):
-        projected = tf.einsum("btnh,dnh->btd", attended,
-                              tf.cast(self.o_kernel, self.compute_dtype))  # [B, T, d]
-        return stateless_dropout(projected, self.dropout, seed, self.dropout_site + site,
+    def _attend(self, scores, mask_bias, value, training, seed, site, row_weights=None):
+        """Masked softmax over the keys (float32), dropatt, weighted values, `o`, dropout."""
+        scores = tf.cast(scores, tf.float32)
+        if mask_bias is not None:
+            scores += tf.cast(mask_bias, tf.float32)[:, None]  # Keras may have cast it
+        probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)  # [B, n, T, M+L]
+        probs = stateless_dropout(probs, self.dropatt, seed, self.dropout_site + site, training)
+        attended = tf.matmul(probs, value)  # [B, n, T, dh]
+        if row_weights is not None:
+            attended *= tf.cast(row_weights, attended.dtype)[:, None, :, None]
+        output = tf.einsum("bnth,dnh->btd", attended,
+                           tf.cast(self.o_kernel, self.compute_dtype))  # [B, T, d]
+        return stateless_dropout(output, self.dropout, seed, self.dropout_site + 2 + site,
                                  training)
-
-
-def _per_direction_scores(queries, position_key, equation):
-    """Scores of [B, T, n, dh] queries against [X, R, n, dh] position keys, the first B/X rows
-    against direction 0 and so on; the position keys are computed once per direction, not
-    per example. Returns [B, ...] in the equation's output layout after its `xb`."""
-    directions = position_key.shape[0]
-    grouped = tf.reshape(queries, [directions, -1] + queries.shape[1:].as_list())  # [X,B/X,..]
-    scores = tf.einsum(equation, grouped, position_key)  # [X, B/X, ...]
-    return tf.reshape(scores, [-1] + scores.shape[2:].as_list())  # [B, ...]
