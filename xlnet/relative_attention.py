@@ -79,7 +79,7 @@ class RelativeAttention(keras.layers.Layer):
     def call(self, content, query=None, *, memory=None, positional_encoding,
              content_bias, position_bias, segment_bias, segment_embedding,
              segment_different=None, query_segment_different=None,
-             content_mask_bias=None, query_mask_bias=None,
+             content_mask=None, query_mask=None,
              target_positions=None, target_weights=None, training=False, seed=None):
         """Attention of both streams over the keys `[memory ; content]`.
 
@@ -87,8 +87,8 @@ class RelativeAttention(keras.layers.Layer):
         positional_encoding [X, L+M+L, d] (X directions, each for B/X consecutive rows);
         content_bias, position_bias, segment_bias [n, dh] (u, v, s); segment_embedding
         [2, n, dh]; segment_different bool [B, L, M+L] and query_segment_different bool
-        [B, K, M+L] (None: no segment term); content_mask_bias float32 [B, L, M+L] and
-        query_mask_bias [B, K, M+L] from `attention_bias` (None: nothing blocked);
+        [B, K, M+L] (None: no segment term); content_mask bool [B, L, M+L] and query_mask bool
+        [B, K, M+L], True = blocked (None: nothing blocked);
         target_positions int32 [B, K]; target_weights [B, K] (0 for padding target rows,
         whose attention output is zeroed).
         Returns (content_out [B, L, d], query_out [B, K, d] or None).
@@ -113,7 +113,7 @@ class RelativeAttention(keras.layers.Layer):
         scaled_query = self._heads(content, self.q_kernel) * self.scale  # [B, n, L, dh]
         scores = self._scores(scaled_query, shared, segment_different)
         position_scores = rel_shift(self._position_scores(scaled_query, shared))
-        content_out = self._attend(scores + position_scores, content_mask_bias, value,
+        content_out = self._attend(scores + position_scores, content_mask, value,
                                    training, seed, site=0)
         query_out = None
         if query is not None:
@@ -123,7 +123,7 @@ class RelativeAttention(keras.layers.Layer):
                 self._position_scores(scaled_query, shared), target_positions, q_len)
             # The original scatters queries to L rows and gathers back with target_mapping:
             # a padding (all-zero) target row gets a zero attention output.
-            query_out = self._attend(scores + position_scores, query_mask_bias, value,
+            query_out = self._attend(scores + position_scores, query_mask, value,
                                      training, seed, site=1,
                                      row_weights=target_weights)
         return content_out, query_out
@@ -154,11 +154,11 @@ class RelativeAttention(keras.layers.Layer):
         scores = tf.matmul(grouped, position_key[:, None], transpose_b=True)  # [X,B/X,n,T,R]
         return tf.reshape(scores, [-1] + scores.shape[2:].as_list())  # [B, n, T, R]
 
-    def _attend(self, scores, mask_bias, value, training, seed, site, row_weights=None):
+    def _attend(self, scores, mask, value, training, seed, site, row_weights=None):
         """Masked softmax over the keys (float32), dropatt, weighted values, `o`, dropout."""
         scores = tf.cast(scores, tf.float32)
-        if mask_bias is not None:
-            scores += tf.cast(mask_bias, tf.float32)[:, None]  # Keras may have cast it
+        if mask is not None:
+            scores += attention_bias(mask)[:, None]
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)  # [B, n, T, M+L]
         probs = stateless_dropout(probs, self.dropatt, seed, self.dropout_site + site, training)
         attended = tf.matmul(probs, value)  # [B, n, T, dh]

@@ -8,7 +8,7 @@ from xlnet import dropout as sites
 from xlnet.dropout import stateless_dropout
 from xlnet.feed_forward import FeedForward
 from xlnet.positional_encoding import relative_positional_encoding, relative_segment_matrix
-from xlnet.relative_attention import RelativeAttention, attention_bias
+from xlnet.relative_attention import RelativeAttention
 
 LAYER_NORM_EPSILON = 1e-12
 
@@ -115,8 +115,6 @@ class XLNetBackbone(keras.layers.Layer):
         positional_encoding = stateless_dropout(tf.cast(positional_encoding, dtype), c.dropout,
                                                 seed, sites.POSITIONAL_ENCODING_SITE, training)
 
-        content_mask_bias = attention_bias(content_mask)  # [B, L, M+L]
-        query_mask_bias = attention_bias(query_mask)  # [B, K, M+L]
         new_mems = []
         for i in range(c.n_layer):
             memory = None if mems is None else mems[:, i]  # [B, M, d]
@@ -130,7 +128,7 @@ class XLNetBackbone(keras.layers.Layer):
                 segment_embedding=self.segment_embedding[i],
                 segment_different=segment_different,
                 query_segment_different=query_segment_different,
-                content_mask_bias=content_mask_bias, query_mask_bias=query_mask_bias,
+                content_mask=content_mask, query_mask=query_mask,
                 target_positions=target_positions, target_weights=target_weights,
                 training=training, seed=seed)
             content = self._feed_forward(i, self.attention_norms[i](content_out + content),
