@@ -216,3 +216,11 @@ def test_masked_lm_loss_is_the_masked_mean_of_cross_entropy():
     np.testing.assert_allclose(sums, (cross_entropy * weights).sum(1), rtol=1e-6)
     np.testing.assert_array_equal(counts, [2, 3])
     assert masked_lm_loss(logits, targets, np.zeros_like(weights)).numpy() == 0.0
+
+
+def test_config_round_trip():
+    config = tiny_config(bi_data=True)
+    model = XLNetLM(config)
+    rebuilt = XLNetLM.from_config(model.get_config())
+    assert rebuilt.config == config
+    assert sized(rebuilt.trainable_variables) == config.num_parameters

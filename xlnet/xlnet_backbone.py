@@ -76,9 +76,10 @@ class XLNetBackbone(keras.layers.Layer):
 
     def call(self, input_ids, segment_ids=None, perm_mask=None, target_mapping=None,
              mems=None, memory_length=None, training=False, seed=None):
-        """Returns {"features": [B, L, d] last content output, "query_output": [B, K, d]
-        dropped-out last query output (None without target_mapping), "new_mems": float32
-        [B, N, M, d] (None when mem_len is 0)}."""
+        """Inputs as XLNetLM's (batch-major); `segment_ids` None drops the segment term, as
+        the original does. Returns {"features": [B, L, d] last content output,
+        "query_output": [B, K, d] dropped-out last query output (None without
+        target_mapping), "new_mems": float32 [B, N, M, d] (None when mem_len is 0)}."""
         c = self.config
         dtype = self.compute_dtype
         batch = tf.shape(input_ids)[0]
