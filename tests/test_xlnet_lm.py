@@ -128,6 +128,16 @@ def test_memory_length_equals_a_shorter_memory(attn_type):
         assert not np.allclose(masked[key].numpy(), full[key].numpy(), atol=1e-3)
 
 
+def test_fully_hidden_memory_equals_no_memory():
+    config = tiny_config()
+    model = XLNetLM(config)
+    inputs, _ = batch_inputs(config)
+    hidden = model(dict(inputs, memory_length=np.zeros([BATCH], np.int32)))
+    none = model(dict(inputs, mems=None))
+    for key in ("features", "logits"):
+        np.testing.assert_allclose(hidden[key].numpy(), none[key].numpy(), atol=2e-5)
+
+
 def test_zero_memory_is_attended_unlike_no_memory():
     config = tiny_config()
     model = XLNetLM(config)
