@@ -114,6 +114,7 @@ def _check_memory(records, model_dir, written):
     np.testing.assert_allclose(records["memory"], replayed, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_memory_follows_each_stream_one_replica_and_after_resume(dataset, tmp_path):
     data_dir, written = dataset
     model_dir = str(tmp_path / "model")
