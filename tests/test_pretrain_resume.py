@@ -1,0 +1,72 @@
+"""Exact resume: a run stopped by SIGTERM and then killed with SIGKILL, restarted each time
+with the same command, logs the same per-step losses as an uninterrupted run (dropout on)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dataset_fixture import write_dataset
+from xlnet import load_run_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 8
+STEP_LINE = re.compile(r"step (\d+)/\d+ loss (\S+)")
+DEADLINE_S = 240
+
+
+def _command(data, model_dir):
+    return [sys.executable, "-m", "xlnet.cli", "pretrain", "--config", "tiny", "--data", data,
+            "--model-dir", model_dir, "--steps", str(STEPS), "--log-every", "1",
+            "--checkpoint-every", "3"]
+
+
+def _run(command, stop_at=None, sig=None):
+    """Runs the trainer; sends `sig` to its process group once it logs step `stop_at`.
+
+    Returns (exit status, {step: loss}). The whole group is killed at the deadline."""
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + DEADLINE_S
+    losses, lines = {}, []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            match = STEP_LINE.search(line)
+            if match:
+                losses[int(match.group(1))] = float(match.group(2))
+                if stop_at is not None and int(match.group(1)) == stop_at:
+                    os.killpg(process.pid, sig)
+                    stop_at = None
+            if time.monotonic() > deadline:
+                raise TimeoutError
+        status = process.wait(timeout=max(deadline - time.monotonic(), 1))
+    except (TimeoutError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail("trainer did not finish in time:\n" + "".join(lines[-30:]))
+    return status, losses, "".join(lines)
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_then_resume_give_the_uninterrupted_losses(tmp_path):
+    data = str(tmp_path / "data")
+    write_dataset(data, load_run_config("tiny"), segments_per_stream=4)
+    status, reference, _ = _run(_command(data, str(tmp_path / "reference")))
+    assert status == 0 and sorted(reference) == list(range(1, STEPS + 1))
+
+    command = _command(data, str(tmp_path / "interrupted"))
+    status, first, log = _run(command, stop_at=2, sig=signal.SIGTERM)
+    assert status == 143 and "stopped by SIGTERM at step 2" in log  # saved ckpt-2 on the way
+    status, second, log = _run(command, stop_at=5, sig=signal.SIGKILL)  # after ckpt-3
+    assert status == -signal.SIGKILL and "at step 2" in log
+    status, third, log = _run(command)
+    assert status == 0 and "ckpt-3 at step 3" in log
+    assert sorted(first) == [1, 2] and min(second) == 3 and sorted(third) == [4, 5, 6, 7, 8]
+    for losses in (first, second, third):
+        for step, loss in losses.items():
+            assert loss == pytest.approx(reference[step], abs=1e-5), step
