@@ -3,6 +3,7 @@ and 2 multi-worker processes give the same losses."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -136,3 +137,55 @@ def test_one_and_two_replicas_give_the_same_losses(dataset, two_replicas, tmp_pa
     assert len(one) == len(two) == 8
     assert one[0] != one[-1]  # the weights did move
     np.testing.assert_allclose(one, two, rtol=LOSS_RTOL)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_mirrored_losses(dataset, two_replicas, tmp_path):
+    """MultiWorkerMirroredStrategy, 2 processes on loopback, one replica each: the same rows
+    per replica and the same seeds as 2-replica MirroredStrategy, so the same losses."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    command = [sys.executable, "-m", "xlnet.cli", "pretrain", "--config", "tiny",
+               "--data", dataset[0], "--model-dir", str(tmp_path / "model"),
+               "--strategy", "multi_worker", "--log-every", "1"]
+    for override in EQUIVALENCE:
+        command += ["--set", override]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            command, cwd=REPO, env={**env, "TF_CONFIG": json.dumps(tf_config)},
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True))
+    deadline = time.monotonic() + 300
+    outputs = []
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+            outputs.append(err)
+    except subprocess.TimeoutExpired:
+        pytest.fail("multi-worker training did not finish in time")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    losses = [float(loss) for _, loss in
+              sorted((int(s), loss) for s, loss in
+                     re.findall(r"step (\d+)/\d+ loss (\S+)", outputs[0]))]
+    assert "step 1/" not in outputs[1]  # only the chief reports
+    assert not os.path.exists(tmp_path / "model" / ".worker-1")  # its scratch saves are gone
+    np.testing.assert_allclose(losses, two_replicas[0][2]["loss"], rtol=1e-6)
