@@ -7,6 +7,7 @@ is what keeps the writer cheap, and keeping TensorFlow out of the Beam workers s
 them seconds of start-up and hundreds of MB.
 """
 
+import functools
 import struct
 import uuid
 
@@ -54,13 +55,23 @@ def _varint_rows(values):
     return [buffer[s:e] for s, e in zip(row_starts.tolist(), row_ends.tolist())]
 
 
-def _feature_entry(name, packed):
-    int64_list = _LENGTH_DELIMITED_FIELD_1 + _varint(len(packed)) + packed if packed else b""
-    feature = _INT64_LIST_FIELD + _varint(len(int64_list)) + int64_list
+@functools.lru_cache(maxsize=4096)
+def _entry_header(name, packed_length):
+    """Bytes of a feature-map entry before its packed values (they depend on lengths only)."""
+    int64_list_length = (1 + len(_varint(packed_length)) + packed_length) if packed_length else 0
+    feature_length = 1 + len(_varint(int64_list_length)) + int64_list_length
     key = name.encode()
-    entry = (_LENGTH_DELIMITED_FIELD_1 + _varint(len(key)) + key
-             + _MAP_VALUE_FIELD + _varint(len(feature)) + feature)
-    return _LENGTH_DELIMITED_FIELD_1 + _varint(len(entry)) + entry
+    entry_head = (_LENGTH_DELIMITED_FIELD_1 + _varint(len(key)) + key
+                  + _MAP_VALUE_FIELD + _varint(feature_length)
+                  + _INT64_LIST_FIELD + _varint(int64_list_length))
+    if packed_length:
+        entry_head += _LENGTH_DELIMITED_FIELD_1 + _varint(packed_length)
+    entry_length = len(entry_head) + packed_length
+    return _LENGTH_DELIMITED_FIELD_1 + _varint(entry_length) + entry_head
+
+
+def _feature_entry(name, packed):
+    return _entry_header(name, len(packed)) + packed
 
 
 def encode_examples(features):

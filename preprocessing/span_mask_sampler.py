@@ -45,7 +45,9 @@ class SpanMaskSampler:
         count = int(mask.sum())
         if count < goal:
             free = np.flatnonzero(~mask)
-            mask[rng.choice(free, size=goal - count, replace=False)] = True
+            # A uniformly random subset of the free positions: the k smallest of random keys.
+            chosen = np.argpartition(rng.random(free.size), goal - count - 1)[:goal - count]
+            mask[free[chosen]] = True
         if reverse:
             mask = mask[::-1]
             spans = [(size - end, size - begin) for begin, end in spans]
@@ -53,8 +55,8 @@ class SpanMaskSampler:
 
     def _sample_spans(self, is_start, goal, rng):
         size = is_start.size
-        starts = np.flatnonzero(is_start)
-        next_start = self._next_start(is_start)  # [S + 1]
+        starts = np.flatnonzero(is_start) if self.span_unit == "word" else None
+        next_start = self._next_start(is_start).tolist()  # [S + 1], Python ints for the loop
         # Every accepted span adds >= 1 to the count, so goal + 1 draws always suffice.
         lengths = np.searchsorted(self._cdf, rng.random(goal + 1), side="right") + 1
         context_draws = rng.random(goal + 1)
