@@ -60,6 +60,8 @@ def main(argv=None):
             return 2
         logging.basicConfig(level=args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Beam's runner logs every worker event at INFO; our stages log their own progress.
+        logging.getLogger("apache_beam").setLevel(max(logging.WARNING, logging.root.level))
         module = importlib.import_module(COMMANDS[args.command][0])
         return module.run_command(args, extra) or 0
     except UserError as e:

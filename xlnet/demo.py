@@ -17,6 +17,7 @@ from xlnet.errors import UserError
 logger = logging.getLogger(__name__)
 
 MARKER = ".xlnet-demo"
+LOSS_TAG = "train/loss"
 SKIPPED_DIRS = {"test", "tests", "site-packages", "idlelib", "lib2to3", "__pycache__"}
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
 
@@ -87,6 +88,7 @@ def prepare_workdir(workdir):
 def logged_losses(model_dir):
     """(step, loss) pairs the trainer wrote to TensorBoard, in step order."""
     from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
 
     points = {}
     for dirpath, _, filenames in os.walk(model_dir):
@@ -95,9 +97,9 @@ def logged_losses(model_dir):
         accumulator = event_accumulator.EventAccumulator(
             dirpath, size_guidance={event_accumulator.TENSORS: 0})
         accumulator.Reload()
-        if "loss" in accumulator.Tags()["tensors"]:
-            for event in accumulator.Tensors("loss"):
-                points[event.step] = float(event.tensor_proto.float_val[0])
+        if LOSS_TAG in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(LOSS_TAG):
+                points[event.step] = float(tensor_util.make_ndarray(event.tensor_proto))
     return sorted(points.items())
 
 
