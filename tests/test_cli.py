@@ -1,0 +1,73 @@
+"""Every subcommand prints useful --help, and every user error exits non-zero with one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from xlnet.cli import COMMANDS
+
+XLNET = [sys.executable, "-m", "xlnet.cli"]
+
+
+def run_xlnet(*args, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(XLNET + list(args), capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_top_level_help_lists_every_command():
+    result = run_xlnet("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_subcommand_help(command):
+    result = run_xlnet(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: xlnet {command}" in result.stdout
+    assert result.stdout.count("--") >= 2  # documents its options
+
+
+def test_no_command_prints_help_and_fails():
+    result = run_xlnet()
+    assert result.returncode == 2 and "usage: xlnet" in result.stdout
+
+
+@pytest.mark.parametrize("args,names", [
+    (["train-tokenizer", "--input", "{tmp}/nothing-*.txt", "--vocab-size", "100",
+      "--output", "{tmp}/tok"], "nothing-*.txt"),
+    (["prepare", "--input", "{tmp}/nothing-*.txt", "--tokenizer", "{tmp}/spiece.model",
+      "--output", "{tmp}/data", "--config", "tiny", "--runner=DirectRunner"], "spiece.model"),
+    (["prepare", "--input", "{tmp}/x.txt", "--tokenizer", "{tmp}/spiece.model",
+      "--output", "{tmp}/data", "--config", "no-such-config"], "no-such-config"),
+    (["pretrain", "--config", "tiny", "--data", "{tmp}/missing", "--model-dir", "{tmp}/m"],
+     "missing"),
+    (["pretrain", "--config", "tiny", "--data", "{tmp}", "--model-dir", "{tmp}/m",
+      "--set", "train.stepz=3"], "train.stepz"),
+    (["export", "--model-dir", "{tmp}/missing", "--format", "hf", "--output", "{tmp}/out"],
+     "missing"),
+    (["demo", "--workdir", "{tmp}/occupied"], "occupied"),
+])
+def test_user_errors_are_one_line(tmp_path, args, names):
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "precious.txt").write_text("not a demo")
+    (tmp_path / "x.txt").write_text("text\n")
+    result = run_xlnet(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1 and names in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "occupied" / "precious.txt").exists()
+
+
+def test_argparse_errors_exit_nonzero():
+    result = run_xlnet("pretrain", "--steps", "many")
+    assert result.returncode == 2 and "invalid int value" in result.stderr
