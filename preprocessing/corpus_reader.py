@@ -15,7 +15,7 @@ import io
 from xlnet.errors import UserError
 
 MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can use
-RANGE_BYTES = 4 << 20
+RANGE_BYTES = 2 << 20
 _WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() removes: the blank-line test
 _LOOKBACK_BYTES = 4096
 

@@ -6,6 +6,7 @@ import logging
 
 from preprocessing.atomic_file import write_file
 from preprocessing.stream_writer import RNG_DESCRIPTION
+from preprocessing.token_store import STORE_DIR
 from xlnet.errors import UserError
 from xlnet.schema import COMPLETED_FILE, INFO_FILE, STATS_FILE, DatasetInfo
 
@@ -57,7 +58,7 @@ def check_output_dir(output_dir, identity):
                             "another --output") from None
         _refuse_difference(output_dir, existing, identity)
     else:
-        ours = {STATS_FILE, COMPLETED_FILE}
+        ours = {STATS_FILE, COMPLETED_FILE, STORE_DIR}
         foreign = sorted(n for n in names if n not in ours and not n.startswith(_PASS_DIR_PREFIX))
         if foreign:
             raise UserError(f"--output {output_dir}: not empty and not an xlnet dataset "
@@ -90,6 +91,16 @@ def _remove_stale_stream_files(output_dir, listed):
              if m.path[len(prefix):] not in listed]
     if stale:
         fs.delete(stale)
+
+
+def _remove_token_store(output_dir):
+    fs = _filesystems()
+    store = _join(output_dir, STORE_DIR)
+    parked = [m.path for m in fs.match([store.rstrip("/") + "/*"])[0].metadata_list]
+    if parked:
+        fs.delete(parked)
+    if fs.exists(store):
+        fs.delete([store])
 
 
 def summarize(file_results, document_stats, num_passes, seq_len):
@@ -157,6 +168,7 @@ class DatasetFinalizer:
                            source_files=self.source_files)
         _remove_stale_stream_files(self.output_dir,
                                    {e["file"] for p in passes for e in p["streams"]})
+        _remove_token_store(self.output_dir)
         write_file(_join(self.output_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
         write_file(_join(self.output_dir, INFO_FILE), info.to_json())
         write_file(_join(self.output_dir, COMPLETED_FILE), "")

@@ -1,6 +1,6 @@
 """`xlnet prepare`: the Beam job, text files -> a dataset directory (xlnet/schema.py).
 
-Read documents -> normalise and tokenize -> balance documents over streams -> per stream and
+Read and tokenize file ranges (tokens parked in DIR/.tokens) -> balance documents over streams -> per stream and
 pass: segments, span masks, permutation ranks (and the reversed copy for bi_data) -> stream
 files -> stats.json, dataset_info.json, COMPLETED. Options this command does not know go to
 Beam; without --runner it runs on the local DirectRunner with one worker process per core.
@@ -16,9 +16,8 @@ import time
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
-from preprocessing.transforms import (COUNTER_NAMESPACE, DOCUMENT_STATS, FinalizeDataset,
-                                      GroupIntoStreams, ReadDocuments, SumCounts,
-                                      TokenizeDocuments, WriteStreams)
+from preprocessing.transforms import (COUNTER_NAMESPACE, AssignStreams, FinalizeDataset,
+                                      SumCounts, TokenizeRanges, WriteStreams)
 from xlnet.errors import UserError
 from xlnet.run_config import load_run_config
 from xlnet.schema import STATS_FILE
@@ -73,13 +72,13 @@ def beam_options(extra_argv):
 
 
 def build_pipeline(pipeline, file_ranges, data_config, tokenizer, output_dir, source_files):
-    documents = pipeline | "ReadDocuments" >> ReadDocuments(file_ranges)
-    tokenized = documents | "Tokenize" >> TokenizeDocuments(
-        tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod)
-    document_stats = tokenized[DOCUMENT_STATS] | "DocumentStats" >> SumCounts()
-    files = (tokenized.documents
-             | "GroupIntoStreams" >> GroupIntoStreams(data_config.num_streams,
-                                                      data_config.seq_len, data_config.seed)
+    range_results = pipeline | "TokenizeRanges" >> TokenizeRanges(
+        file_ranges, tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod,
+        output_dir)
+    document_stats = range_results | "DocumentStats" >> SumCounts()
+    files = (range_results
+             | "AssignStreams" >> AssignStreams(data_config.num_streams, data_config.seq_len,
+                                                data_config.seed)
              | "WriteStreams" >> WriteStreams(data_config, tokenizer.path, tokenizer.sha256,
                                               output_dir))
     finalizer = DatasetFinalizer(output_dir, data_config, tokenizer.describe(), source_files)

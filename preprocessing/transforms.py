@@ -1,21 +1,20 @@
-"""The Beam job's PTransforms. Elements are file ranges, documents and streams, never lines or
+"""The Beam job's PTransforms. Elements are file ranges and streams, never documents, lines or
 tokens (Beam costs ~15 µs per element)."""
 
 import collections
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import window
 
 from preprocessing.corpus_reader import read_documents
 from preprocessing.stream_builder import (assign_streams, build_stream, check_stream_lengths,
                                           tokenize_document)
 from preprocessing.stream_writer import StreamWriter
+from preprocessing.token_store import read_store, store_path, write_store
 from xlnet.errors import UserError
 from xlnet.tokenizer import Tokenizer
 
 COUNTER_NAMESPACE = "xlnet.prepare"
-DOCUMENT_STATS = "document_stats"
 
 
 def _counter(name):
@@ -29,26 +28,15 @@ def load_checked_tokenizer(path, sha256, uncased):
     return tokenizer
 
 
-class ReadDocuments(beam.PTransform):
-    """FileRanges -> Documents; ranges are redistributed first so big files spread out."""
+class _TokenizeRangeFn(beam.DoFn):
+    """(range index, FileRange) -> (Locations, counts): reads, tokenizes and parks documents."""
 
-    def __init__(self, file_ranges):
-        super().__init__()
-        self.file_ranges = file_ranges
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "FileRanges" >> beam.Create(self.file_ranges)
-                | "SpreadRanges" >> beam.Reshuffle()
-                | "Documents" >> beam.FlatMap(read_documents))
-
-
-class _TokenizeFn(beam.DoFn):
-    def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod):
+    def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, output_dir):
         self.tokenizer_path = tokenizer_path
         self.tokenizer_sha256 = tokenizer_sha256
         self.uncased = uncased
         self.use_eod = use_eod
+        self.output_dir = output_dir
         self.counters = {name: _counter(name) for name in (
             "documents", "empty_documents", "lines", "tokens", "skipped_lines_non_utf8",
             "skipped_lines_over_1MiB")}
@@ -57,41 +45,44 @@ class _TokenizeFn(beam.DoFn):
         self.tokenizer = load_checked_tokenizer(self.tokenizer_path, self.tokenizer_sha256,
                                                 self.uncased)
 
-    def start_bundle(self):
-        self.stats = collections.Counter()
-
-    def process(self, document):
-        counts = {"documents": 1, "lines": len(document.lines) + document.non_utf8_lines
-                  + document.overlong_lines,
-                  "skipped_lines_non_utf8": document.non_utf8_lines,
-                  "skipped_lines_over_1MiB": document.overlong_lines}
-        tokenized = tokenize_document(self.tokenizer, document, self.use_eod)
-        if tokenized is None:
-            counts["empty_documents"] = 1
-        else:
-            counts["tokens"] = int(tokenized.ids.size)
-            yield tokenized
-        for name, value in counts.items():
-            self.counters[name].inc(value)
-        self.stats.update(counts)
-
-    def finish_bundle(self):
-        # Statistics travel as data (one element per bundle), so stats.json needs no runner
-        # support for querying metrics.
-        yield beam.pvalue.TaggedOutput(
-            DOCUMENT_STATS, window.GlobalWindows.windowed_value(dict(self.stats)))
+    def process(self, indexed_range):
+        range_index, file_range = indexed_range
+        counts = collections.Counter()
+        tokenized = []
+        for document in read_documents(file_range):
+            counts["documents"] += 1
+            counts["lines"] += (len(document.lines) + document.non_utf8_lines
+                                + document.overlong_lines)
+            counts["skipped_lines_non_utf8"] += document.non_utf8_lines
+            counts["skipped_lines_over_1MiB"] += document.overlong_lines
+            result = tokenize_document(self.tokenizer, document, self.use_eod)
+            if result is None:
+                counts["empty_documents"] += 1
+                continue
+            counts["tokens"] += int(result.ids.size)
+            tokenized.append(result)
+        locations = write_store(store_path(self.output_dir, range_index), tokenized)
+        for name, counter in self.counters.items():
+            counter.inc(counts[name])
+        yield locations, dict(counts)
 
 
-class TokenizeDocuments(beam.PTransform):
-    """Documents -> TokenizedDocuments (main output) and per-bundle counts (DOCUMENT_STATS)."""
+class TokenizeRanges(beam.PTransform):
+    """FileRanges -> (Locations, counts) per range; ranges are spread over the workers first,
+    so one big file is tokenized by all of them."""
 
-    def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod):
+    def __init__(self, file_ranges, tokenizer_path, tokenizer_sha256, uncased, use_eod,
+                 output_dir):
         super().__init__()
-        self.fn = _TokenizeFn(tokenizer_path, tokenizer_sha256, uncased, use_eod)
+        self.file_ranges = file_ranges
+        self.fn = _TokenizeRangeFn(tokenizer_path, tokenizer_sha256, uncased, use_eod,
+                                   output_dir)
 
-    def expand(self, documents):
-        return documents | "Encode" >> beam.ParDo(self.fn).with_outputs(
-            DOCUMENT_STATS, main="documents")
+    def expand(self, pbegin):
+        return (pbegin
+                | "FileRanges" >> beam.Create(list(enumerate(self.file_ranges)))
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "Tokenize" >> beam.ParDo(self.fn))
 
 
 def _sum_counts(dicts):
@@ -101,39 +92,36 @@ def _sum_counts(dicts):
     return dict(total)
 
 
+def _counts_of(range_result):
+    return range_result[1]
+
+
 class SumCounts(beam.PTransform):
-    def expand(self, counts):
-        return counts | "Sum" >> beam.CombineGlobally(_sum_counts)
+    """(Locations, counts) per range -> the corpus's counts (one element)."""
+
+    def expand(self, range_results):
+        return (range_results
+                | "Counts" >> beam.Map(_counts_of)
+                | "Sum" >> beam.CombineGlobally(_sum_counts))
 
 
-def _document_length(document):
-    return document.key, int(document.ids.size)
-
-
-def _keyed_by_document(document):
-    return document.key, document
-
-
-def _assign(document_lengths, num_streams, seq_len, seed):
-    assignment, stream_tokens = assign_streams(document_lengths, num_streams, seed)
+def _assign(range_results, num_streams, seq_len, seed):
+    locations = {loc.key: loc for result_locations, _ in range_results
+                 for loc in result_locations}
+    assignment, stream_tokens = assign_streams(
+        [(key, loc.tokens) for key, loc in locations.items()], num_streams, seed)
     check_stream_lengths(stream_tokens, seq_len, num_streams)
-    for key, stream, order in assignment:
-        yield key, (stream, order)
+    streams = [[] for _ in range(num_streams)]
+    for key, stream, _ in assignment:  # assignment lists each stream's documents in order
+        streams[stream].append(locations[key])
+    for stream, stream_locations in enumerate(streams):
+        yield stream, stream_locations
 
 
-def _keyed_by_stream(joined):
-    _, groups = joined
-    (stream, order), = groups["slot"]
-    for document in groups["document"]:
-        yield stream, (order, document)
+class AssignStreams(beam.PTransform):
+    """(Locations, counts) per range -> (stream, Locations in stream order), balanced (§2).
 
-
-class GroupIntoStreams(beam.PTransform):
-    """TokenizedDocuments -> (stream, [(order, document)]), balanced by length (§2).
-
-    Only (key, length) pairs meet in one place; the documents themselves are joined with
-    their slots by key, so no worker holds more than one stream's documents.
-    """
+    Only document locations meet in one place, a few numbers per document."""
 
     def __init__(self, num_streams, seq_len, seed):
         super().__init__()
@@ -141,17 +129,11 @@ class GroupIntoStreams(beam.PTransform):
         self.seq_len = seq_len
         self.seed = seed
 
-    def expand(self, documents):
-        slots = (documents
-                 | "Lengths" >> beam.Map(_document_length)
-                 | "CollectLengths" >> beam.combiners.ToList()
-                 | "Assign" >> beam.FlatMap(_assign, self.num_streams, self.seq_len,
-                                            self.seed))
-        keyed = documents | "KeyByDocument" >> beam.Map(_keyed_by_document)
-        return ({"document": keyed, "slot": slots}
-                | "JoinSlots" >> beam.CoGroupByKey()
-                | "KeyByStream" >> beam.FlatMap(_keyed_by_stream)
-                | "GroupStreams" >> beam.GroupByKey())
+    def expand(self, range_results):
+        return (range_results
+                | "CollectLocations" >> beam.combiners.ToList()
+                | "Assign" >> beam.FlatMap(_assign, self.num_streams, self.seq_len, self.seed)
+                | "SpreadStreams" >> beam.Reshuffle())
 
 
 class _WriteStreamFn(beam.DoFn):
@@ -169,10 +151,9 @@ class _WriteStreamFn(beam.DoFn):
         self.writer = StreamWriter(self.data_config, tokenizer.start_piece_table,
                                    self.output_dir)
 
-    def process(self, stream_documents):
-        stream, ordered = stream_documents
-        documents = [document for _, document in sorted(ordered, key=lambda od: od[0])]
-        ids, sent_ids = build_stream(documents)
+    def process(self, stream_locations):
+        stream, locations = stream_locations
+        ids, sent_ids = build_stream(read_store(locations))
         directions = [(stream, False, ids, sent_ids)]
         if self.data_config.bi_data:
             directions.append((self.data_config.num_streams + stream, True, ids[::-1].copy(),
@@ -187,7 +168,7 @@ class _WriteStreamFn(beam.DoFn):
 
 
 class WriteStreams(beam.PTransform):
-    """(stream, documents) -> stream files of every pass; yields (pass, entry, stats)."""
+    """(stream, Locations) -> stream files of every pass; yields (pass, entry, stats)."""
 
     def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir):
         super().__init__()
