@@ -45,7 +45,8 @@ def dataset(tmp_path_factory):
 def trained(dataset, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("run") / "model")
     status = pretrain(dataset, model_dir, "--steps", "4", "--log-every", "2",
-                      "--checkpoint-every", "2", "--set", "train.peak_tflops=0.001")
+                      "--checkpoint-every", "2", "--set", "train.peak_tflops=0.001",
+                      "--profile-steps", "3,4")
     assert status == 0
     return model_dir
 
@@ -68,6 +69,7 @@ def test_writes_checkpoints_config_and_tensorboard_scalars(trained):
     assert values["perplexity"][0] == pytest.approx(math.exp(values["loss"][0]), rel=1e-5)
     assert 0 < values["mfu"][0] < 1 and values["memory_bytes"][0] > 1e6
     assert values["learning_rate"][1] > values["learning_rate"][0] > 0  # warming up
+    assert glob.glob(os.path.join(trained, "profile", "**", "*.xplane.pb"), recursive=True)
 
 
 def test_console_lines_and_resume_past_a_truncated_checkpoint(trained, dataset, caplog):
