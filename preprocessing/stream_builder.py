@@ -8,7 +8,6 @@ before it (QUIRK Q7), and every line boundary, document boundaries included, is 
 """
 
 import dataclasses
-import hashlib
 import heapq
 
 import numpy as np
@@ -38,33 +37,49 @@ def tokenize_document(tokenizer, document, use_eod):
                              lines=len(document.lines))
 
 
-def _shuffle_key(seed, key):
-    return hashlib.blake2b(repr((seed, tuple(key))).encode(), digest_size=8).digest()
+def _mix64(values):
+    """splitmix64's finaliser: a well-spread uint64 hash of each value (wrapping arithmetic)."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def assign_streams(document_lengths, num_streams, seed):
-    """Balances documents over streams: [(key, length)] -> [(key, stream, order)].
+def assign_streams(file_indices, offsets, lengths, num_streams, seed):
+    """Balances documents over streams.
 
-    Documents are visited in a seeded pseudo-random order and each goes to the stream holding
-    the fewest tokens so far (lowest index on ties), so stream lengths differ by at most one
-    document. `order` is the document's position in its stream. Deterministic for any input
-    order.
+    Documents are given by their keys (file index, offset) and token counts, as arrays [n].
+    They are visited in a seeded pseudo-random order and each goes to the stream holding the
+    fewest tokens so far (lowest index on ties), so stream lengths differ by at most one
+    document. Returns (stream [n], order [n]: position in its stream, tokens per stream
+    [num_streams]); deterministic for any input order. Arrays keep memory at a few bytes per
+    document: this is the one step that sees every document.
     """
+    file_indices = np.asarray(file_indices, np.uint64)
+    offsets = np.asarray(offsets, np.uint64)
+    lengths = np.asarray(lengths, np.int64)
+    shuffle = _mix64(_mix64(np.full(offsets.shape, seed, np.uint64) ^ file_indices) ^ offsets)
+    visit = np.lexsort((offsets, file_indices, shuffle))
+    streams = np.empty(lengths.size, np.int64)
+    orders = np.empty(lengths.size, np.int64)
     loads = [(0, stream) for stream in range(num_streams)]
     next_order = [0] * num_streams
-    assignment = []
-    for key, length in sorted(document_lengths, key=lambda kl: _shuffle_key(seed, kl[0])):
+    for document, length in zip(visit.tolist(), lengths[visit].tolist()):
         load, stream = heapq.heappop(loads)
-        assignment.append((tuple(key), stream, next_order[stream]))
+        streams[document] = stream
+        orders[document] = next_order[stream]
         next_order[stream] += 1
         heapq.heappush(loads, (load + length, stream))
-    return assignment, {stream: load for load, stream in loads}
+    stream_tokens = np.zeros(num_streams, np.int64)
+    for load, stream in loads:
+        stream_tokens[stream] = load
+    return streams, orders, stream_tokens
 
 
 def check_stream_lengths(stream_tokens, seq_len, num_streams):
-    """Refuses streams too short to hold one example."""
-    total = sum(stream_tokens.values())
-    shortest = min(stream_tokens, key=lambda s: (stream_tokens[s], s))
+    """Refuses streams too short to hold one example (stream_tokens [num_streams])."""
+    total = int(np.sum(stream_tokens))
+    shortest = int(np.argmin(stream_tokens))
     if stream_tokens[shortest] < seq_len:
         raise UserError(
             f"data.num_streams: the corpus has {total} tokens, too few for {num_streams} streams "

@@ -19,13 +19,27 @@ STORE_DIR = ".tokens"
 _INT32 = np.dtype("<i4")
 
 
-@dataclasses.dataclass(frozen=True)
-class Location:
-    key: tuple  # the document's key (file index, offset)
-    path: str  # store file
-    offset: int  # bytes
-    tokens: int
-    lines: int
+@dataclasses.dataclass
+class ParkedDocuments:
+    """Where documents are parked: parallel arrays [n], one entry per document."""
+    file_indices: np.ndarray  # key, part 1: index of the input file
+    offsets: np.ndarray  # key, part 2: byte offset of the document's first line
+    range_indices: np.ndarray  # which store file
+    store_offsets: np.ndarray  # byte offset in the store file
+    tokens: np.ndarray
+    lines: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts):
+        fields = [f.name for f in dataclasses.fields(cls)]
+        if not parts:
+            return cls(**{name: np.zeros(0, np.int64) for name in fields})
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts])
+                      for name in fields})
+
+    def select(self, indices):
+        return ParkedDocuments(**{f.name: getattr(self, f.name)[indices]
+                                  for f in dataclasses.fields(self)})
 
 
 def store_path(output_dir, range_index):
@@ -34,35 +48,42 @@ def store_path(output_dir, range_index):
     return FileSystems.join(output_dir, STORE_DIR, f"range-{range_index:06d}.bin")
 
 
-def write_store(path, documents):
-    """Writes TokenizedDocuments to `path`; returns their Locations."""
-    chunks, locations, offset = [], [], 0
+def write_store(output_dir, range_index, documents):
+    """Parks TokenizedDocuments of one range; returns their ParkedDocuments."""
+    chunks, store_offsets, offset = [], [], 0
     for document in documents:
         data = (document.ids.astype(_INT32).tobytes()
                 + document.line_lengths.astype(_INT32).tobytes())
         chunks.append(data)
-        locations.append(Location(document.key, path, offset, int(document.ids.size),
-                                  int(document.line_lengths.size)))
+        store_offsets.append(offset)
         offset += len(data)
-    write_file(path, b"".join(chunks))
-    return locations
+    write_file(store_path(output_dir, range_index), b"".join(chunks))
+    return ParkedDocuments(
+        file_indices=np.array([d.key[0] for d in documents], np.int64),
+        offsets=np.array([d.key[1] for d in documents], np.int64),
+        range_indices=np.full(len(documents), range_index, np.int64),
+        store_offsets=np.array(store_offsets, np.int64),
+        tokens=np.array([d.ids.size for d in documents], np.int64),
+        lines=np.array([d.line_lengths.size for d in documents], np.int64))
 
 
-def read_store(locations):
-    """TokenizedDocuments at `locations`, in the given order."""
+def read_store(output_dir, parked):
+    """The TokenizedDocuments of `parked`, in its order."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    documents = {}
-    by_path = {}
-    for location in locations:
-        by_path.setdefault(location.path, []).append(location)
-    for path, in_file in by_path.items():
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            for location in sorted(in_file, key=lambda loc: loc.offset):
-                f.seek(location.offset)
-                values = np.frombuffer(f.read(4 * (location.tokens + location.lines)), _INT32)
-                documents[location.key] = TokenizedDocument(
-                    key=location.key, ids=values[:location.tokens].astype(np.int32),
-                    line_lengths=values[location.tokens:].astype(np.int64), lines=location.lines)
-    return [documents[location.key] for location in locations]
+    documents = [None] * parked.tokens.size
+    for range_index in np.unique(parked.range_indices).tolist():
+        chosen = np.flatnonzero(parked.range_indices == range_index)
+        chosen = chosen[np.argsort(parked.store_offsets[chosen], kind="stable")]
+        with FileSystems.open(store_path(output_dir, range_index),
+                              compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            for index in chosen.tolist():
+                tokens, lines = int(parked.tokens[index]), int(parked.lines[index])
+                f.seek(int(parked.store_offsets[index]))
+                values = np.frombuffer(f.read(4 * (tokens + lines)), _INT32)
+                documents[index] = TokenizedDocument(
+                    key=(int(parked.file_indices[index]), int(parked.offsets[index])),
+                    ids=values[:tokens].astype(np.int32),
+                    line_lengths=values[tokens:].astype(np.int64), lines=lines)
+    return documents

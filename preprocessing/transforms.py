@@ -4,13 +4,14 @@ tokens (Beam costs ~15 µs per element)."""
 import collections
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from preprocessing.corpus_reader import read_documents
 from preprocessing.stream_builder import (assign_streams, build_stream, check_stream_lengths,
                                           tokenize_document)
 from preprocessing.stream_writer import StreamWriter
-from preprocessing.token_store import read_store, store_path, write_store
+from preprocessing.token_store import ParkedDocuments, read_store, write_store
 from xlnet.errors import UserError
 from xlnet.tokenizer import Tokenizer
 
@@ -29,7 +30,7 @@ def load_checked_tokenizer(path, sha256, uncased):
 
 
 class _TokenizeRangeFn(beam.DoFn):
-    """(range index, FileRange) -> (Locations, counts): reads, tokenizes and parks documents."""
+    """(range index, FileRange) -> (ParkedDocuments, counts): reads, tokenizes, parks."""
 
     def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, output_dir):
         self.tokenizer_path = tokenizer_path
@@ -61,14 +62,14 @@ class _TokenizeRangeFn(beam.DoFn):
                 continue
             counts["tokens"] += int(result.ids.size)
             tokenized.append(result)
-        locations = write_store(store_path(self.output_dir, range_index), tokenized)
+        parked = write_store(self.output_dir, range_index, tokenized)
         for name, counter in self.counters.items():
             counter.inc(counts[name])
-        yield locations, dict(counts)
+        yield parked, dict(counts)
 
 
 class TokenizeRanges(beam.PTransform):
-    """FileRanges -> (Locations, counts) per range; ranges are spread over the workers first,
+    """FileRanges -> (ParkedDocuments, counts) per range; ranges are spread over the workers first,
     so one big file is tokenized by all of them."""
 
     def __init__(self, file_ranges, tokenizer_path, tokenizer_sha256, uncased, use_eod,
@@ -97,7 +98,7 @@ def _counts_of(range_result):
 
 
 class SumCounts(beam.PTransform):
-    """(Locations, counts) per range -> the corpus's counts (one element)."""
+    """(ParkedDocuments, counts) per range -> the corpus's counts (one element)."""
 
     def expand(self, range_results):
         return (range_results
@@ -106,20 +107,18 @@ class SumCounts(beam.PTransform):
 
 
 def _assign(range_results, num_streams, seq_len, seed):
-    locations = {loc.key: loc for result_locations, _ in range_results
-                 for loc in result_locations}
-    assignment, stream_tokens = assign_streams(
-        [(key, loc.tokens) for key, loc in locations.items()], num_streams, seed)
+    parked = ParkedDocuments.concatenate([documents for documents, _ in range_results])
+    streams, orders, stream_tokens = assign_streams(
+        parked.file_indices, parked.offsets, parked.tokens, num_streams, seed)
     check_stream_lengths(stream_tokens, seq_len, num_streams)
-    streams = [[] for _ in range(num_streams)]
-    for key, stream, _ in assignment:  # assignment lists each stream's documents in order
-        streams[stream].append(locations[key])
-    for stream, stream_locations in enumerate(streams):
-        yield stream, stream_locations
+    by_stream = np.lexsort((orders, streams))
+    bounds = np.searchsorted(streams[by_stream], np.arange(num_streams + 1))
+    for stream in range(num_streams):
+        yield stream, parked.select(by_stream[bounds[stream]:bounds[stream + 1]])
 
 
 class AssignStreams(beam.PTransform):
-    """(Locations, counts) per range -> (stream, Locations in stream order), balanced (§2).
+    """(ParkedDocuments, counts) per range -> (stream, its ParkedDocuments in order) (§2).
 
     Only document locations meet in one place, a few numbers per document."""
 
@@ -151,9 +150,9 @@ class _WriteStreamFn(beam.DoFn):
         self.writer = StreamWriter(self.data_config, tokenizer.start_piece_table,
                                    self.output_dir)
 
-    def process(self, stream_locations):
-        stream, locations = stream_locations
-        ids, sent_ids = build_stream(read_store(locations))
+    def process(self, stream_documents):
+        stream, parked = stream_documents
+        ids, sent_ids = build_stream(read_store(self.output_dir, parked))
         directions = [(stream, False, ids, sent_ids)]
         if self.data_config.bi_data:
             directions.append((self.data_config.num_streams + stream, True, ids[::-1].copy(),
@@ -168,7 +167,7 @@ class _WriteStreamFn(beam.DoFn):
 
 
 class WriteStreams(beam.PTransform):
-    """(stream, Locations) -> stream files of every pass; yields (pass, entry, stats)."""
+    """(stream, ParkedDocuments) -> stream files of every pass; yields (pass, entry, stats)."""
 
     def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir):
         super().__init__()

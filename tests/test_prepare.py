@@ -89,14 +89,13 @@ def _expected_streams(workspace, data):
     documents = [tokenize_document(tokenizer, d, data.use_eod)
                  for r in plan_ranges(match_input_files(workspace["input"]))
                  for d in read_documents(r)]
-    documents = {d.key: d for d in documents if d is not None}
-    assignment, _ = assign_streams([(k, d.ids.size) for k, d in documents.items()],
-                                   data.num_streams, data.seed)
-    streams = {}
-    for key, stream, order in assignment:
-        streams.setdefault(stream, []).append((order, documents[key]))
-    return {s: build_stream([d for _, d in sorted(docs, key=lambda od: od[0])])[0]
-            for s, docs in streams.items()}
+    documents = [d for d in documents if d is not None]
+    streams, orders, _ = assign_streams([d.key[0] for d in documents],
+                                        [d.key[1] for d in documents],
+                                        [d.ids.size for d in documents], data.num_streams,
+                                        data.seed)
+    return {s: build_stream([documents[i] for i in np.lexsort((orders, streams))
+                             if streams[i] == s])[0] for s in range(data.num_streams)}
 
 
 def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared):

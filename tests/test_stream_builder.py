@@ -41,22 +41,23 @@ def test_tokenized_document_ends_with_one_eod(tmp_path):
 
 def test_assignment_is_balanced_complete_and_order_independent():
     rng = np.random.default_rng(0)
-    lengths = [((i // 7, i * 13), int(rng.integers(5, 400))) for i in range(500)]
-    assignment, loads = assign_streams(lengths, 16, seed=1)
-    assert sorted(key for key, _, _ in assignment) == sorted(key for key, _ in lengths)
-    per_stream = {}
-    for key, stream, order in assignment:
-        per_stream.setdefault(stream, []).append(order)
-    assert all(sorted(o) == list(range(len(o))) for o in per_stream.values())
-    assert max(loads.values()) - min(loads.values()) <= max(length for _, length in lengths)
-    assert sum(loads.values()) == sum(length for _, length in lengths)
-    shuffled = [lengths[i] for i in rng.permutation(len(lengths))]
-    assert assign_streams(shuffled, 16, seed=1) == (assignment, loads)
-    assert assign_streams(lengths, 16, seed=2)[0] != assignment
+    files = np.arange(500) // 7
+    offsets = np.arange(500) * 13
+    lengths = rng.integers(5, 400, size=500)
+    streams, orders, loads = assign_streams(files, offsets, lengths, 16, seed=1)
+    assert streams.min() >= 0 and streams.max() == 15
+    for stream in range(16):
+        assert sorted(orders[streams == stream].tolist()) == list(range((streams == stream).sum()))
+        assert loads[stream] == lengths[streams == stream].sum()
+    assert loads.max() - loads.min() <= lengths.max()
+    shuffle = rng.permutation(500)
+    again = assign_streams(files[shuffle], offsets[shuffle], lengths[shuffle], 16, seed=1)
+    assert (again[0] == streams[shuffle]).all() and (again[1] == orders[shuffle]).all()
+    assert (assign_streams(files, offsets, lengths, 16, seed=2)[0] != streams).any()
 
 
 def test_corpus_too_small_for_the_streams_is_a_user_error():
-    _, loads = assign_streams([((0, i), 100) for i in range(10)], 4, seed=0)
+    _, _, loads = assign_streams(np.zeros(10), np.arange(10), np.full(10, 100), 4, seed=0)
     check_stream_lengths(loads, 200, 4)
     with pytest.raises(UserError, match="too few for 4 streams.*lower data.num_streams"):
         check_stream_lengths(loads, 300, 4)
