@@ -1,14 +1,11 @@
 """The tf.distribute strategy named by the config or `--strategy`."""
 
 import json
-import logging
 import os
 
 import tensorflow as tf
 
 from xlnet.errors import UserError
-
-logger = logging.getLogger(__name__)
 
 
 def create_strategy(name, tpu=None):

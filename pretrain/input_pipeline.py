@@ -9,7 +9,6 @@ one segment per micro-step, so the data position is a single counter (micro-step
 a resumed run rebuilds the pipeline at that position and reads exactly the same segments.
 """
 
-import logging
 import os
 
 import numpy as np
@@ -19,10 +18,6 @@ from xlnet import schema
 from xlnet.errors import UserError
 from xlnet.permutation import permutation_inputs, sample_perm_ranks
 
-logger = logging.getLogger(__name__)
-
-# Features the trainer consumes per row (int32 unless noted), [A, b, ...] per replica.
-FEATURE_SPEC = {name: tf.io.FixedLenFeature([], tf.int64) for name in schema.SCALAR_FEATURES}
 
 
 def load_dataset_info(data_dir, run_config):
@@ -164,7 +159,7 @@ class InputPipeline:
         self._features = {
             **{name: tf.io.FixedLenFeature([data.seq_len], tf.int64)
                for name in schema.SEQUENCE_FEATURES},
-            **FEATURE_SPEC,
+            **{name: tf.io.FixedLenFeature([], tf.int64) for name in schema.SCALAR_FEATURES},
         }
 
     def rows_of_worker(self, worker, replicas_per_worker):

@@ -75,7 +75,6 @@ class Trainer:
         self._forward_backward = (tf.function(self._gradients, jit_compile=True)
                                   if train.jit_compile else self._gradients)
         self._stop_requested = False
-        self.last_batch = None
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -225,7 +224,6 @@ class Trainer:
             self.memory.update(memory)
             self.step.assign(step)
             self.data_position.assign_add(train.grad_accum_steps)
-            self.last_batch = batch
             values = {name: float(value) for name, value in metrics.items()}
             if not math.isfinite(values["loss"]):
                 raise UserError(
