@@ -6,6 +6,9 @@ span_unit="word" covers n whole words instead and is cut where the goal is reach
 Both finish with the uniform fill, so every mask holds exactly `goal` positions. The fill
 draws distinct free positions at once (the same distribution as the original's retry loop),
 so no configuration can make the sampler loop: it refuses a goal larger than the segment.
+
+`sample_batch` runs the sequential algorithm for many segments in lockstep (one span of every
+segment per numpy step), which is what makes it affordable per token.
 """
 
 import numpy as np
@@ -26,68 +29,104 @@ class SpanMaskSampler:
         self._cdf = np.cumsum(weights / weights.sum())
         self._cdf[-1] = 1.0
 
-    def span_length_probabilities(self):
-        return np.diff(self._cdf, prepend=0.0)
-
     def sample(self, tokens, goal, reverse, rng):
-        """Returns (mask [S] bool, spans [(begin, end)] in `tokens` order)."""
-        size = len(tokens)
+        """One segment: (mask [S] bool, spans [(begin, end)] in `tokens` order)."""
+        masks, spans = self.sample_batch(np.asarray(tokens)[None, :], goal, reverse, rng)
+        return masks[0], spans[0]
+
+    def sample_batch(self, tokens, goal, reverse, rng):
+        """Segments [B, S] -> (masks [B, S] bool, per segment a list of (begin, end) spans)."""
+        tokens = np.asarray(tokens)
+        batch, size = tokens.shape
         if goal > size:
             raise ValueError(f"mask goal {goal} exceeds the segment's {size} positions")
-        tokens = np.asarray(tokens)
         if reverse:
-            tokens = tokens[::-1]  # restores forward reading order for backward rows
-        is_start = self.start_piece_table[tokens]  # [S]
-        mask = np.zeros(size, dtype=bool)  # [S]
-        spans = self._sample_spans(is_start, goal, rng)
-        for begin, end in spans:
-            mask[begin:end] = True
-        count = int(mask.sum())
-        if count < goal:
-            free = np.flatnonzero(~mask)
-            # A uniformly random subset of the free positions: the k smallest of random keys.
-            chosen = np.argpartition(rng.random(free.size), goal - count - 1)[:goal - count]
-            mask[free[chosen]] = True
+            tokens = tokens[:, ::-1]  # restores forward reading order for backward rows
+        is_start = self.start_piece_table[tokens]  # [B, S]
+        rows, begins, ends = self._sample_spans(is_start, goal, rng)
+        masks = self._span_masks(batch, size, rows, begins, ends)  # [B, S]
+        self._fill(masks, goal, rng)
+        spans = [[] for _ in range(batch)]
+        for row, begin, end in zip(rows.tolist(), begins.tolist(), ends.tolist()):
+            spans[row].append((size - end, size - begin) if reverse else (begin, end))
         if reverse:
-            mask = mask[::-1]
-            spans = [(size - end, size - begin) for begin, end in spans]
-        return mask, spans
+            masks = masks[:, ::-1]
+            spans = [span_list[::-1] for span_list in spans]
+        return masks, spans
 
     def _sample_spans(self, is_start, goal, rng):
-        size = is_start.size
-        starts = np.flatnonzero(is_start) if self.span_unit == "word" else None
-        next_start = self._next_start(is_start).tolist()  # [S + 1], Python ints for the loop
-        # Every accepted span adds >= 1 to the count, so goal + 1 draws always suffice.
-        lengths = np.searchsorted(self._cdf, rng.random(goal + 1), side="right") + 1
-        context_draws = rng.random(goal + 1)
-        spans, count, cursor = [], 0, 0
-        for length, context_draw in zip(lengths.tolist(), context_draws.tolist()):
-            if cursor >= size or count >= goal:
+        batch, size = is_start.shape
+        row_index = np.arange(batch)
+        next_start = self._next_start(is_start)  # [B, S + 1]
+        start_positions, word_number = self._word_index(is_start)
+        # Every accepted span adds >= 1 to the count, so goal + 1 steps always suffice.
+        lengths = np.searchsorted(self._cdf, rng.random((goal + 1, batch)), side="right") + 1
+        context_draws = rng.random((goal + 1, batch))
+        count = np.zeros(batch, np.int64)
+        cursor = np.zeros(batch, np.int64)
+        active = np.ones(batch, bool)
+        found = []
+        for step in range(goal + 1):
+            active &= (cursor < size) & (count < goal)
+            if not active.any():
                 break
-            length = min(length, goal - count)
-            context = max(1, length * self.alpha // self.beta)
-            left_context = int(context_draw * context)
-            begin = next_start[min(cursor + left_context, size)]
-            if begin >= size:
-                break
-            end = self._span_end(begin, length, starts, size, goal - count)
-            if end >= size:
-                break
-            spans.append((begin, end))
-            count += end - begin
-            cursor = end + context - left_context
-        return spans
+            length = np.minimum(lengths[step], goal - count)
+            context = np.maximum(1, length * self.alpha // self.beta)
+            left_context = (context_draws[step] * context).astype(np.int64)
+            begin = next_start[row_index, np.minimum(cursor + left_context, size)]
+            active &= begin < size
+            begin = np.minimum(begin, size - 1)
+            if self.span_unit == "token":
+                end = begin + length
+            else:
+                word_end = start_positions[row_index, word_number[row_index, begin] + length]
+                end = np.minimum(word_end, begin + goal - count)
+            active &= end < size
+            found.append((row_index[active], begin[active], end[active]))
+            count = np.where(active, count + end - begin, count)
+            cursor = np.where(active, end + context - left_context, cursor)
+        if not found:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        rows, begins, ends = (np.concatenate(parts) for parts in zip(*found))
+        order = np.lexsort((begins, rows))
+        return rows[order], begins[order], ends[order]
 
-    def _span_end(self, begin, length, starts, size, remaining):
-        if self.span_unit == "token":
-            return begin + length
-        word = np.searchsorted(starts, begin)
-        word_end = int(starts[word + length]) if word + length < starts.size else size
-        return min(word_end, begin + remaining)
+    @staticmethod
+    def _span_masks(batch, size, rows, begins, ends):
+        change = np.zeros((batch, size + 1), np.int64)  # +1 where a span starts, -1 after it
+        np.add.at(change, (rows, begins), 1)
+        np.add.at(change, (rows, ends), -1)
+        return np.cumsum(change[:, :size], axis=1) > 0
+
+    @staticmethod
+    def _fill(masks, goal, rng):
+        """Adds uniformly chosen free positions until each row holds `goal`."""
+        missing = goal - masks.sum(axis=1)  # [B]
+        if not missing.any():
+            return
+        keys = rng.random(masks.shape)  # [B, S]
+        keys[masks] = 2.0  # masked positions sort last
+        chosen = np.argsort(keys, axis=1, kind="stable")  # [B, S]
+        take = np.arange(masks.shape[1])[None, :] < missing[:, None]  # [B, S]
+        row_index = np.broadcast_to(np.arange(masks.shape[0])[:, None], masks.shape)
+        masks[row_index[take], chosen[take]] = True
 
     @staticmethod
     def _next_start(is_start):
-        """next_start[k] = first start piece at or after k (S if none); next_start[S] = S."""
-        size = is_start.size
+        """next_start[b, k] = first start piece at or after k (S if none); [b, S] = S."""
+        batch, size = is_start.shape
         positions = np.where(is_start, np.arange(size), size)
-        return np.append(np.minimum.accumulate(positions[::-1])[::-1], size)
+        following = np.minimum.accumulate(positions[:, ::-1], axis=1)[:, ::-1]
+        return np.concatenate([following, np.full((batch, 1), size)], axis=1)
+
+    def _word_index(self, is_start):
+        """For word spans: start positions per row (padded with S) and each position's word."""
+        if self.span_unit != "word":
+            return None, None
+        batch, size = is_start.shape
+        word_number = np.cumsum(is_start, axis=1) - 1  # [B, S]: index of the word at k
+        padded = np.full((batch, size + self.max_gram + 1), size, np.int64)
+        rows, columns = np.nonzero(is_start)
+        padded[rows, word_number[rows, columns]] = columns
+        return padded, np.maximum(word_number, 0)

@@ -62,13 +62,12 @@ class StreamWriter:
         input_ids = np.stack([s.input_ids for s in chunk])  # [n, L]
         is_masked = np.zeros(input_ids.shape, dtype=np.int8)  # [n, L]
         span_lengths = []
-        for row, segment in enumerate(chunk):
-            for begin, end, goal in ((0, reuse_len, first_goal),
-                                     (reuse_len, self.config.seq_len, second_goal)):
-                mask, spans = self.mask_sampler.sample(segment.input_ids[begin:end], goal,
-                                                       reverse, mask_rng)
-                is_masked[row, begin:end] = mask
-                span_lengths.extend(e - b for b, e in spans)
+        for begin, end, goal in ((0, reuse_len, first_goal),
+                                 (reuse_len, self.config.seq_len, second_goal)):
+            masks, spans = self.mask_sampler.sample_batch(input_ids[:, begin:end], goal,
+                                                          reverse, mask_rng)
+            is_masked[:, begin:end] = masks
+            span_lengths.extend(e - b for row_spans in spans for b, e in row_spans)
         count = len(chunk)
         labels = np.array([s.label for s in chunk], np.int64)
         stats["examples"] += count

@@ -88,3 +88,19 @@ def test_same_generator_state_same_mask():
     a = sampler.sample(tokens, 43, False, np.random.default_rng(7))
     b = sampler.sample(tokens, 43, False, np.random.default_rng(7))
     assert (a[0] == b[0]).all() and a[1] == b[1]
+
+
+@pytest.mark.parametrize("span_unit", ["token", "word"])
+def test_batch_rows_each_get_the_goal_and_word_aligned_spans(span_unit):
+    sampler = SpanMaskSampler(TABLE, span_unit=span_unit)
+    rng = np.random.default_rng(8)
+    tokens = np.stack([_segment(rng, 256, word_start_rate=0.3 + 0.005 * i) for i in range(64)])
+    for reverse in (False, True):
+        masks, spans = sampler.sample_batch(tokens, 43, reverse, rng)
+        assert masks.shape == (64, 256) and (masks.sum(axis=1) == 43).all()
+        for row, row_spans in enumerate(spans):
+            assert row_spans
+            for begin, end in row_spans:
+                assert masks[row, begin:end].all()
+                assert TABLE[tokens[row, end - 1 if reverse else begin]]
+    assert len({m.tobytes() for m in masks}) == 64

@@ -6,6 +6,7 @@ table the span sampler needs (§4.1).
 """
 
 import hashlib
+import itertools
 import string
 import unicodedata
 
@@ -124,8 +125,8 @@ class Tokenizer:
         # One call per line: a list call starts a thread pool and is 2x slower for short lists.
         encode = self._sp.encode
         encoded = [encode(self.normalize(line)) for line in lines]
-        lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
-        ids = np.fromiter((i for line_ids in encoded for i in line_ids), dtype=np.int32,
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        ids = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32,
                           count=int(lengths.sum()))
         if self._needs_fixup[ids].any():
             encoded = [self._fix_digit_commas(line_ids) for line_ids in encoded]
