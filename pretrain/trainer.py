@@ -103,7 +103,7 @@ class Trainer:
             seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64))
         return tf.cast(seed, tf.int32)  # [2]
 
-    def _replica_step(self, batch, memory, step):
+    def _replica_step(self, batch, memory, step, stop_requested):
         context = tf.distribute.get_replica_context()
         replica = context.replica_id_in_sync_group
         train = self.config.train
@@ -122,8 +122,9 @@ class Trainer:
             weight_sum += micro_weight
             correct += micro_correct
             grads = micro_grads if grads is None else [a + g for a, g in zip(grads, micro_grads)]
-        total_weight, total_loss, total_correct = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, [weight_sum, loss_sum, correct])
+        # The stop request rides along, so every worker stops after the same step.
+        total_weight, total_loss, total_correct, stops = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, [weight_sum, loss_sum, correct, stop_requested])
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         grads = [tf.math.divide_no_nan(g, total_weight) for g in grads]
         grad_norm = tf.linalg.global_norm(grads)
@@ -134,12 +135,13 @@ class Trainer:
         self.optimizer.apply([g / replicas for g in grads], self.model.trainable_variables)
         metrics = {"loss": tf.math.divide_no_nan(total_loss, total_weight),
                    "accuracy": tf.math.divide_no_nan(total_correct, total_weight),
-                   "grad_norm": grad_norm}
+                   "grad_norm": grad_norm, "stop": stops}
         return memory, metrics
 
     @tf.function
-    def _train_step(self, batch, memory, step):
-        new_memory, metrics = self.strategy.run(self._replica_step, args=(batch, memory, step))
+    def _train_step(self, batch, memory, step, stop_requested):
+        new_memory, metrics = self.strategy.run(self._replica_step,
+                                                args=(batch, memory, step, stop_requested))
         # Every replica computed the same all-reduced metrics; take the first one's.
         metrics = {name: self.strategy.experimental_local_results(value)[0]
                    for name, value in metrics.items()}
@@ -220,11 +222,13 @@ class Trainer:
         for step in range(start + 1, train.steps + 1):
             self._maybe_profile(step, starting=True)
             batch = next(iterator)
-            memory, metrics = self._train_step(batch, memory, tf.constant(step - 1, tf.int64))
+            memory, metrics = self._train_step(batch, memory, tf.constant(step - 1, tf.int64),
+                                               tf.constant(float(self._stop_requested)))
             self.memory.update(memory)
             self.step.assign(step)
             self.data_position.assign_add(train.grad_accum_steps)
             values = {name: float(value) for name, value in metrics.items()}
+            stop = values.pop("stop") > 0  # SIGTERM on any worker
             if not math.isfinite(values["loss"]):
                 raise UserError(
                     f"step {step}: the loss is {values['loss']}; stopped without saving. Last "
@@ -236,9 +240,9 @@ class Trainer:
             if step % train.log_every == 0 or step == train.steps:
                 reporter.log(step, float(self.schedule(step - 1)), time.perf_counter())
             self._maybe_profile(step, starting=False)
-            if step % train.checkpoint_every == 0 or step == train.steps or self._stop_requested:
+            if step % train.checkpoint_every == 0 or step == train.steps or stop:
                 self.save()
-            if self._stop_requested:
+            if stop:
                 logger.info("stopped by SIGTERM at step %d; the checkpoint resumes it", step)
                 return EXIT_TERMINATED
         return 0
