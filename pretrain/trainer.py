@@ -122,7 +122,9 @@ class Trainer:
             weight_sum += micro_weight
             correct += micro_correct
             grads = micro_grads if grads is None else [a + g for a, g in zip(grads, micro_grads)]
-        # The stop request rides along, so every worker stops after the same step.
+        # The stop request rides along, so every worker stops after the same step. (Made a
+        # value of this replica's device: all_reduce refuses a host value passed to all.)
+        stop_requested = stop_requested * tf.ones_like(weight_sum)
         total_weight, total_loss, total_correct, stops = context.all_reduce(
             tf.distribute.ReduceOp.SUM, [weight_sum, loss_sum, correct, stop_requested])
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
