@@ -1,6 +1,7 @@
 """Checkpoints in the model directory: save every N steps, resume from the newest one that
 loads, refuse a directory that belongs to another model."""
 
+import json
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ from xlnet.schema import write_text_atomically
 logger = logging.getLogger(__name__)
 
 RUN_CONFIG_FILE = "run_config.yaml"
+DATASET_FILE = "dataset.json"
 # Sections that must equal the checkpoint's: the weights' shapes and the data they continue.
 FIXED_SECTIONS = ("model", "data")
 
@@ -49,9 +51,34 @@ def check_model_dir(model_dir, run_config):
                     f"{have!r} there but {value!r} now); use a new --model-dir")
 
 
-def save_run_config(model_dir, run_config):
+def save_run_config(model_dir, run_config, info):
+    """Writes the run config and the identity of the dataset the run reads."""
     os.makedirs(model_dir, exist_ok=True)
     write_text_atomically(os.path.join(model_dir, RUN_CONFIG_FILE), run_config.to_yaml())
+    write_text_atomically(os.path.join(model_dir, DATASET_FILE),
+                          json.dumps(dataset_identity(info), indent=2, sort_keys=True) + "\n")
+
+
+def dataset_identity(info):
+    """What tells one prepared dataset from another (the data position is only meaningful
+    in the dataset it counts)."""
+    return {"tokenizer_sha256": info.tokenizer.get("sha256"),
+            "num_examples": info.num_examples,
+            "pass_seeds": [p.get("seed") for p in info.passes]}
+
+
+def warn_if_other_dataset(model_dir, info):
+    path = os.path.join(model_dir, DATASET_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    for key, value in dataset_identity(info).items():
+        if saved.get(key) != value:
+            logger.warning("%s: the run started on another dataset (%s was %r, now %r); it "
+                           "continues at the same data position in this one", model_dir, key,
+                           saved.get(key), value)
+            return
 
 
 class CheckpointStore:

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from pretrain.checkpointing import (CheckpointStore, check_model_dir, model_weights,
-                                    save_run_config)
+                                    save_run_config, warn_if_other_dataset)
 from pretrain.distribution import is_chief, worker_index
 from pretrain.flops import train_flops_per_token
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
@@ -46,12 +46,13 @@ class Trainer:
         self.profile_steps = profile_steps
         self.chief = is_chief(strategy)
         train = run_config.train
-        info = load_dataset_info(data_dir, run_config)
+        info = self.dataset_info = load_dataset_info(data_dir, run_config)
         self.plan = StreamPlan(info, data_dir, train.global_batch_size,
                                strategy.num_replicas_in_sync, train.seed)
         self.pipeline = InputPipeline(self.plan, run_config.data, train.seed,
                                       train.grad_accum_steps, train.resample_perm)
         check_model_dir(model_dir, run_config)
+        warn_if_other_dataset(model_dir, info)
         self.schedule = WarmupDecaySchedule.from_train_config(train)
         keras.utils.set_random_seed(train.seed)
         with strategy.scope():
@@ -202,7 +203,7 @@ class Trainer:
         train = self.config.train
         self.restore()
         if self.chief:
-            save_run_config(self.model_dir, self.config)
+            save_run_config(self.model_dir, self.config, self.dataset_info)
         start = int(self.step.numpy())
         if start >= train.steps:
             logger.info("nothing to do: the checkpoint is at step %d of %d", start, train.steps)

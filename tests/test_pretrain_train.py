@@ -83,6 +83,15 @@ def test_console_lines_and_resume_past_a_truncated_checkpoint(trained, dataset, 
     assert sorted(step_losses(caplog.text)) == [3, 4, 5]
 
 
+def test_resuming_on_another_dataset_warns(trained, tmp_path, caplog):
+    other = str(tmp_path / "other-data")
+    write_dataset(other, load_run_config("tiny"), segments_per_stream=4, seed=7)
+    caplog.set_level("INFO")
+    assert pretrain(other, trained, "--steps", "6") == 0
+    assert "the run started on another dataset (pass_seeds was [0, 1], now [7000, 7001])" in \
+        caplog.text
+
+
 @pytest.mark.parametrize("make_problem,message", [
     (lambda d, m: ([d + "-missing", m], []), "no such dataset directory"),
     (lambda d, m: ([d, m], ["--set", "data.seq_len=128", "--set", "data.reuse_len=64",
