@@ -136,3 +136,16 @@ def test_non_finite_loss_stops_naming_the_step_and_last_checkpoint(dataset, tmp_
     assert match, error[-2000:]
     step = int(match.group(1))
     assert match.group(3) == os.path.join(model_dir, f"ckpt-{step - 1}")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--profile-steps", "5"], "--profile-steps '5': expected two step numbers A,B"),
+    (["--profile-steps", "4,2"], "need 0 < A <= B"),
+    (["--strategy", "multi_worker"], "set TF_CONFIG \\(or run under Slurm\\)"),
+])
+def test_bad_options_are_one_line(dataset, tmp_path, capsys, monkeypatch, extra, message):
+    for name in ("TF_CONFIG", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert pretrain(dataset, str(tmp_path / "model"), *extra) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and re.search(message, error[0]), error
