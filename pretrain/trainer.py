@@ -68,9 +68,9 @@ class Trainer:
         model = run_config.model
         self.memory = MemoryState(strategy, train.global_batch_size, model.n_layer,
                                   model.mem_len, model.d_model)
-        checkpoint = tf.train.Checkpoint(model=model_weights(self.model), optimizer=self.optimizer,
-                                         step=self.step, data_position=self.data_position,
-                                         memory=self.memory.host)
+        checkpoint = tf.train.Checkpoint(
+            model=model_weights(self.model), optimizer=self.optimizer, step=self.step,
+            data_position=self.data_position, memory=self.memory.host)
         self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,
                                            self.step, self.chief, worker_index(strategy))
         self._forward_backward = (tf.function(self._gradients, jit_compile=True)
