@@ -6,7 +6,8 @@ Without --data a synthetic dataset (tests/dataset_fixture.py, the directory cont
 TFRecords) is written to a temporary directory.
 
     .venv/bin/python bench/train_step.py --config tiny --steps 60
-    .venv/bin/python bench/train_step.py --config base --data DIR --steps 20 --set train.global_batch_size=2
+    .venv/bin/python bench/train_step.py --config base --data DIR --steps 20 \
+        --set train.global_batch_size=2
 """
 
 import argparse
