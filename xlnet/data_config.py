@@ -31,7 +31,9 @@ class DataConfig:
         default="token",
         metadata=_help("`token`: the original's n-piece spans (Q1); `word`: n whole words"))
     num_streams: int = dataclasses.field(
-        default=64, metadata=_help("forward streams; the training global batch must divide it"))
+        default=64, metadata=_help(
+            "forward streams (bi_data adds their reversed copies); the global batch divides the "
+            "total"))
     num_passes: int = dataclasses.field(
         default=1, metadata=_help("independently sampled passes (A/B, masks, orders)"))
     seed: int = dataclasses.field(default=0, metadata=_help("seed of all data sampling"))

@@ -14,7 +14,8 @@ def _help(text):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     global_batch_size: int = dataclasses.field(
-        default=16, metadata=_help("rows per step over all replicas; divides data.num_streams"))
+        default=16,
+        metadata=_help("rows per step over all replicas; divides the streams (forward + reversed)"))
     steps: int = dataclasses.field(default=100000, metadata=_help("optimizer steps"))
     learning_rate: float = dataclasses.field(default=4e-4, metadata=_help("peak learning rate"))
     warmup_steps: int = dataclasses.field(default=40000, metadata=_help("linear warmup steps"))
