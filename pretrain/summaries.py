@@ -21,15 +21,13 @@ SCALARS = ("loss", "perplexity", "accuracy", "learning_rate", "grad_norm", "toke
 
 
 def detect_peak_tflops(precision):
-    """The summed peak of the local accelerators when known, else 0 (MFU not reported)."""
-    total = 0.0
-    for gpu in tf.config.list_physical_devices("GPU"):
-        name = tf.config.experimental.get_device_details(gpu).get("device_name", "")
-        match = next((peaks for model, peaks in PEAK_TFLOPS.items() if model in name), None)
-        if match is None:
-            return 0.0
-        total += match[precision]
-    return total
+    """The peak of one local accelerator when known, else 0 (MFU not reported)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return 0.0
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    match = next((peaks for model, peaks in PEAK_TFLOPS.items() if model in name), None)
+    return match[precision] if match else 0.0
 
 
 def memory_in_use():

@@ -185,7 +185,8 @@ class Trainer:
 
     def _reporter(self):
         train, data = self.config.train, self.config.data
-        peak = train.peak_tflops or detect_peak_tflops(train.precision)
+        device_peak = train.peak_tflops or detect_peak_tflops(train.precision)
+        peak = device_peak * self.strategy.num_replicas_in_sync  # tokens/s counts all replicas
         reporter = StepReporter(
             os.path.join(self.model_dir, "train"), train.steps,
             tokens_per_step=train.global_batch_size * train.grad_accum_steps * data.seq_len,
