@@ -149,43 +149,76 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.slow
-def test_two_worker_processes_give_the_mirrored_losses(dataset, two_replicas, tmp_path):
-    """MultiWorkerMirroredStrategy, 2 processes on loopback, one replica each: the same rows
-    per replica and the same seeds as 2-replica MirroredStrategy, so the same losses."""
+def _run_workers(data, model_dir, log_dir, overrides, signal_worker_at=None):
+    """Two `xlnet pretrain --strategy multi_worker` processes on loopback; returns their exit
+    statuses and logs. `signal_worker_at=(worker, step)` sends that worker SIGTERM once the
+    chief has logged `step`. Every process group is killed at the deadline."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1,localhost"
     command = [sys.executable, "-m", "xlnet.cli", "pretrain", "--config", "tiny",
-               "--data", dataset[0], "--model-dir", str(tmp_path / "model"),
-               "--strategy", "multi_worker", "--log-every", "1"]
-    for override in EQUIVALENCE:
+               "--data", data, "--model-dir", model_dir, "--strategy", "multi_worker",
+               "--log-every", "1"]
+    for override in overrides:
         command += ["--set", override]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            command, cwd=REPO, env={**env, "TF_CONFIG": json.dumps(tf_config)},
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True))
-    deadline = time.monotonic() + 300
-    outputs = []
+    processes, logs = [], [os.path.join(log_dir, f"worker-{i}.log") for i in range(2)]
     try:
-        for process in processes:
-            _, err = process.communicate(timeout=max(deadline - time.monotonic(), 1))
-            outputs.append(err)
-    except subprocess.TimeoutExpired:
-        pytest.fail("multi-worker training did not finish in time")
+        for index, log in enumerate(logs):
+            tf_config = {"cluster": {"worker": workers},
+                         "task": {"type": "worker", "index": index}}
+            with open(log, "w") as stderr:
+                processes.append(subprocess.Popen(
+                    command, cwd=REPO, env={**env, "TF_CONFIG": json.dumps(tf_config)},
+                    start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr))
+        deadline = time.monotonic() + 300
+        while any(p.poll() is None for p in processes):
+            if time.monotonic() > deadline:
+                pytest.fail("multi-worker training did not finish in time")
+            if signal_worker_at:
+                worker, step = signal_worker_at
+                with open(logs[0]) as f:
+                    if f"step {step}/" in f.read():
+                        processes[worker].send_signal(signal.SIGTERM)
+                        signal_worker_at = None
+            time.sleep(0.2)
     finally:
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    losses = [float(loss) for _, loss in
-              sorted((int(s), loss) for s, loss in
-                     re.findall(r"step (\d+)/\d+ loss (\S+)", outputs[0]))]
+    outputs = []
+    for log in logs:
+        with open(log) as f:
+            outputs.append(f.read())
+    return [p.returncode for p in processes], outputs
+
+
+def _losses(output):
+    return {int(step): float(loss)
+            for step, loss in re.findall(r"step (\d+)/\d+ loss (\S+)", output)}
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_mirrored_losses(dataset, two_replicas, tmp_path):
+    """MultiWorkerMirroredStrategy, 2 processes on loopback, one replica each: the same rows
+    per replica and the same seeds as 2-replica MirroredStrategy, so the same losses."""
+    statuses, outputs = _run_workers(dataset[0], str(tmp_path / "model"), str(tmp_path),
+                                     EQUIVALENCE)
+    assert statuses == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    losses = _losses(outputs[0])
     assert "step 1/" not in outputs[1]  # only the chief reports
     assert not os.path.exists(tmp_path / "model" / ".worker-1")  # its scratch saves are gone
-    np.testing.assert_allclose(losses, two_replicas[0][2]["loss"], rtol=1e-6)
+    np.testing.assert_allclose([losses[s] for s in sorted(losses)], two_replicas[0][2]["loss"],
+                               rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_after_the_same_step(dataset, tmp_path):
+    statuses, outputs = _run_workers(dataset[0], str(tmp_path / "model"), str(tmp_path),
+                                     EQUIVALENCE, signal_worker_at=(1, 2))
+    assert statuses == [143, 143], outputs[0][-3000:] + outputs[1][-3000:]
+    stopped = max(_losses(outputs[0]))
+    assert stopped < 8
+    assert f"stopped by SIGTERM at step {stopped}" in outputs[0]
+    assert f"stopped by SIGTERM at step {stopped}" in outputs[1]
+    assert os.path.exists(tmp_path / "model" / f"ckpt-{stopped}.index")
