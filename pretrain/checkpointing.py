@@ -16,8 +16,10 @@ logger = logging.getLogger(__name__)
 
 RUN_CONFIG_FILE = "run_config.yaml"
 DATASET_FILE = "dataset.json"
-# Sections that must equal the checkpoint's: the weights' shapes and the data they continue.
+# Sections that must equal the checkpoint's: the weights' shapes and the data they continue;
+# and the rows whose memory the checkpoint holds.
 FIXED_SECTIONS = ("model", "data")
+FIXED_TRAIN_KEYS = ("global_batch_size",)
 
 
 def model_weights(model):
@@ -35,20 +37,22 @@ def model_weights(model):
 
 
 def check_model_dir(model_dir, run_config):
-    """Refuses a model dir whose saved config has another model or data section, by field."""
+    """Refuses a model dir whose saved config has another model or data section or global
+    batch, naming the field."""
     path = os.path.join(model_dir, RUN_CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path) as f:
         saved = yaml.safe_load(f) or {}
     current = run_config.to_dict()
-    for section in FIXED_SECTIONS:
-        for key, value in current[section].items():
-            have = (saved.get(section) or {}).get(key)
-            if have != value:
-                raise UserError(
-                    f"{model_dir}: holds checkpoints of another run ({section}.{key} is "
-                    f"{have!r} there but {value!r} now); use a new --model-dir")
+    fixed = [(section, key) for section in FIXED_SECTIONS for key in current[section]]
+    for section, key in fixed + [("train", key) for key in FIXED_TRAIN_KEYS]:
+        value = current[section][key]
+        have = (saved.get(section) or {}).get(key)
+        if have != value:
+            raise UserError(
+                f"{model_dir}: holds checkpoints of another run ({section}.{key} is "
+                f"{have!r} there but {value!r} now); use a new --model-dir")
 
 
 def save_run_config(model_dir, run_config, info):

@@ -2,8 +2,10 @@
 
 Each replica holds the memory of its own rows ([b, N, M, D]) as a per-replica value that the
 step returns and the next step takes. Checkpoints cannot hold per-replica values, so before a
-save the rows are gathered into one host variable [global_batch, N, M, D] (row order = global
-row order), and after a restore each replica takes its rows back out of it.
+save the rows are gathered into one host variable [global_batch, N, M, D], and after a restore
+each replica takes its rows back out of it. The host variable is in canonical row order (the
+rows' identity independent of the replica count, `StreamPlan.canonical_row`), so a run may
+resume on another number of replicas and each row still finds the memory of its stream.
 """
 
 import tensorflow as tf
@@ -11,9 +13,14 @@ import tensorflow as tf
 
 class MemoryState:
 
-    def __init__(self, strategy, global_batch_size, n_layer, mem_len, d_model):
+    def __init__(self, strategy, canonical_rows, n_layer, mem_len, d_model):
+        """`canonical_rows[r]`: the canonical row of global row r (a permutation of 0..G-1)."""
         self.strategy = strategy
+        global_batch_size = len(canonical_rows)
         self.local_batch_size = global_batch_size // strategy.num_replicas_in_sync
+        self.canonical_rows = tf.constant(canonical_rows, tf.int32)  # [G]
+        self.global_rows = tf.constant(
+            sorted(range(global_batch_size), key=lambda r: canonical_rows[r]), tf.int32)  # [G]
         self.shape = [global_batch_size, n_layer, mem_len, d_model]
         self.enabled = mem_len > 0
         with tf.device("/cpu:0"):
@@ -31,7 +38,8 @@ class MemoryState:
 
         def replica_rows(context):
             first = context.replica_id_in_sync_group * rows
-            return tf.identity(self.host[first:first + rows])  # [b, N, M, D]
+            canonical = self.canonical_rows[first:first + rows]  # [b]
+            return tf.gather(self.host, canonical)  # [b, N, M, D]
 
         self.current = self.strategy.experimental_distribute_values_from_function(replica_rows)
         return self.current
@@ -40,7 +48,8 @@ class MemoryState:
         self.current = new_memory
 
     def gather(self):
-        """All replicas' rows as one [G, N, M, D] tensor (a collective under multi-worker)."""
+        """All replicas' rows as one [G, N, M, D] tensor in global row order (a collective
+        under multi-worker)."""
         if self.strategy.num_replicas_in_sync == 1:
             return tf.convert_to_tensor(self.strategy.experimental_local_results(
                 self.current)[0])
@@ -49,4 +58,4 @@ class MemoryState:
     def store(self):
         """Copies the per-replica memory into the host variable (call before saving)."""
         if self.enabled and self.current is not None:
-            self.host.assign(self.gather())
+            self.host.assign(tf.gather(self.gather(), self.global_rows))

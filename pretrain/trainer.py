@@ -66,8 +66,9 @@ class Trainer:
         self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="data_position")
         model = run_config.model
-        self.memory = MemoryState(strategy, train.global_batch_size, model.n_layer,
-                                  model.mem_len, model.d_model)
+        canonical_rows = [self.plan.canonical_row(r) for r in range(train.global_batch_size)]
+        self.memory = MemoryState(strategy, canonical_rows, model.n_layer, model.mem_len,
+                                  model.d_model)
         checkpoint = tf.train.Checkpoint(
             model=model_weights(self.model), optimizer=self.optimizer, step=self.step,
             data_position=self.data_position, memory=self.memory.host)

@@ -59,13 +59,18 @@ def two_replicas(dataset, tmp_path_factory):
     work = tmp_path_factory.mktemp("two")
     phases = [{"model_dir": str(work / "memory"), "overrides": o} for o in MEMORY_PHASES]
     phases.append({"model_dir": str(work / "equivalence"), "overrides": EQUIVALENCE})
+    # A run started on 1 replica (here, in-process) and resumed on 2.
+    started_on_one = record_run(dataset[0], str(work / "switch"), MEMORY_PHASES[0])
+    phases.append({"model_dir": str(work / "switch"), "overrides": MEMORY_PHASES[1]})
     spec = work / "spec.json"
     spec.write_text(json.dumps({"replicas": 2, "data": dataset[0], "phases": phases}))
     out = work / "records.npz"
     _run_subprocess([sys.executable, "tests/pretrain_harness.py", str(spec), str(out)], 400)
     arrays = np.load(out)
-    return [{name: arrays[f"{i}/{name}"] for name in ("memory", "stream", "index", "loss")}
-            for i in range(len(phases))], str(work / "memory")
+    records = [{name: arrays[f"{i}/{name}"] for name in ("memory", "stream", "index", "loss")}
+               for i in range(len(phases))]
+    started_on_one.pop("step")
+    return records, str(work / "memory"), (started_on_one, records[3], str(work / "switch"))
 
 
 def _concat(phases):
@@ -126,8 +131,19 @@ def test_memory_follows_each_stream_one_replica_and_after_resume(dataset, tmp_pa
 
 @pytest.mark.slow
 def test_memory_follows_each_stream_two_replicas_and_after_resume(dataset, two_replicas):
-    records, model_dir = two_replicas
+    records, model_dir, _ = two_replicas
     _check_memory(_concat(records[:2]), model_dir, dataset[1])
+
+
+@pytest.mark.slow
+def test_memory_follows_each_stream_when_resumed_on_more_replicas(dataset, two_replicas):
+    """Rows keep their streams and memories when a 1-replica run resumes on 2 replicas, even
+    though the global row order of the bi_data layout changes."""
+    on_one, on_two, model_dir = two_replicas[2]
+    reorder = [0, 1, 4, 5, 2, 3, 6, 7]  # 1-replica global rows in 2-replica order
+    on_one = {name: value[:, reorder] for name, value in on_one.items() if name != "loss"}
+    _check_memory(_concat([on_one, {k: v for k, v in on_two.items() if k != "loss"}]),
+                  model_dir, dataset[1])
 
 
 @pytest.mark.slow

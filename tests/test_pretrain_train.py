@@ -105,6 +105,8 @@ def test_resuming_on_another_dataset_warns(trained, tmp_path, caplog):
      "train.global_batch_size: 12 does not divide the dataset's 16 streams"),
     (lambda d, m: ([d, m], ["--set", "model.d_model=32"]),
      "holds checkpoints of another run \\(model.d_model is 64 there but 32 now\\)"),
+    (lambda d, m: ([d, m], ["--set", "train.global_batch_size=4"]),
+     "train.global_batch_size is 8 there but 4 now"),
 ])
 def test_bad_input_is_one_line_naming_the_field(trained, dataset, capsys, make_problem,
                                                 message):
