@@ -5,43 +5,31 @@ import dataclasses
 import json
 from typing import Literal
 
-from xlnet.dataclass_io import from_mapping
+from xlnet.dataclass_io import from_mapping, option
 from xlnet.errors import UserError
 
 ORIGINAL_KEYS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "ff_activation",
                  "untie_r", "n_token")
 
 
-def _help(text):
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class XLNetConfig:
-    n_layer: int = dataclasses.field(default=12, metadata=_help("number of layers"))
-    d_model: int = dataclasses.field(default=768, metadata=_help("hidden size (even)"))
-    n_head: int = dataclasses.field(default=12, metadata=_help("attention heads"))
-    d_head: int = dataclasses.field(default=64, metadata=_help("size of each head"))
-    d_inner: int = dataclasses.field(default=3072, metadata=_help("feed-forward inner size"))
-    ff_activation: Literal["gelu", "relu"] = dataclasses.field(
-        default="gelu", metadata=_help("`gelu` is the original's tanh approximation"))
-    untie_r: bool = dataclasses.field(
-        default=True, metadata=_help("per-layer attention biases (released models: true)"))
-    n_token: int = dataclasses.field(
-        default=32000, metadata=_help("vocabulary size; must equal the tokenizer's"))
-    mem_len: int = dataclasses.field(
-        default=384, metadata=_help("memory positions carried from the previous segment"))
-    reuse_len: int = dataclasses.field(
-        default=256, metadata=_help("leading positions of a segment cached as memory"))
-    clamp_len: int = dataclasses.field(
-        default=-1, metadata=_help("clip relative distances to this; -1 = off"))
-    dropout: float = dataclasses.field(default=0.1, metadata=_help("dropout rate"))
-    dropatt: float = dataclasses.field(
-        default=0.1, metadata=_help("dropout rate on attention probabilities"))
-    bi_data: bool = dataclasses.field(
-        default=False, metadata=_help("second half of each batch is time-reversed text"))
-    attn_type: Literal["bi", "uni"] = dataclasses.field(
-        default="bi", metadata=_help("`uni` adds a causal mask"))
+    n_layer: int = option(12, "number of layers")
+    d_model: int = option(768, "hidden size (even)")
+    n_head: int = option(12, "attention heads")
+    d_head: int = option(64, "size of each head")
+    d_inner: int = option(3072, "feed-forward inner size")
+    ff_activation: Literal["gelu", "relu"] = option(
+        "gelu", "`gelu` is the original's tanh approximation")
+    untie_r: bool = option(True, "per-layer attention biases (released models: true)")
+    n_token: int = option(32000, "vocabulary size; must equal the tokenizer's")
+    mem_len: int = option(384, "memory positions carried from the previous segment")
+    reuse_len: int = option(256, "leading positions of a segment cached as memory")
+    clamp_len: int = option(-1, "clip relative distances to this; -1 = off")
+    dropout: float = option(0.1, "dropout rate")
+    dropatt: float = option(0.1, "dropout rate on attention probabilities")
+    bi_data: bool = option(False, "second half of each batch is time-reversed text")
+    attn_type: Literal["bi", "uni"] = option("bi", "`uni` adds a causal mask")
 
     def __post_init__(self):
         for name in ("n_layer", "d_model", "n_head", "d_head", "d_inner", "n_token"):

@@ -4,43 +4,29 @@ dataset's recorded values against it (dataset_info.json), so both stages read th
 import dataclasses
 from typing import Literal
 
-from xlnet.dataclass_io import from_mapping
+from xlnet.dataclass_io import from_mapping, option
 from xlnet.errors import UserError
-
-
-def _help(text):
-    return {"help": text}
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    seq_len: int = dataclasses.field(default=512, metadata=_help("tokens per example (L)"))
-    reuse_len: int = dataclasses.field(
-        default=256, metadata=_help("leading tokens continued from the previous segment (R)"))
-    num_predict: int = dataclasses.field(
-        default=85, metadata=_help("targets per example (K); split K-K//2 | K//2 between halves"))
-    perm_size: int = dataclasses.field(
-        default=256, metadata=_help("factorization-order block size; divides both halves"))
-    bi_data: bool = dataclasses.field(
-        default=True, metadata=_help("also write time-reversed streams"))
-    mask_alpha: int = dataclasses.field(
-        default=6, metadata=_help("context tokens per span token (spans cover ~beta/alpha)"))
-    mask_beta: int = dataclasses.field(default=1, metadata=_help("see mask_alpha"))
-    max_gram: int = dataclasses.field(default=5, metadata=_help("longest span"))
-    span_unit: Literal["token", "word"] = dataclasses.field(
-        default="token",
-        metadata=_help("`token`: the original's n-piece spans (Q1); `word`: n whole words"))
-    num_streams: int = dataclasses.field(
-        default=64, metadata=_help(
-            "forward streams (bi_data adds their reversed copies); the global batch divides the "
-            "total"))
-    num_passes: int = dataclasses.field(
-        default=1, metadata=_help("independently sampled passes (A/B, masks, orders)"))
-    seed: int = dataclasses.field(default=0, metadata=_help("seed of all data sampling"))
-    uncased: bool = dataclasses.field(
-        default=False, metadata=_help("lower-case text (the released models are cased)"))
-    use_eod: bool = dataclasses.field(
-        default=True, metadata=_help("a blank line (document end) emits `<eod>`"))
+    seq_len: int = option(512, "tokens per example (L)")
+    reuse_len: int = option(256, "leading tokens continued from the previous segment (R)")
+    num_predict: int = option(85, "targets per example (K); split K-K//2 | K//2 between halves")
+    perm_size: int = option(256, "factorization-order block size; divides both halves")
+    bi_data: bool = option(True, "also write time-reversed streams")
+    mask_alpha: int = option(6, "context tokens per span token (spans cover ~beta/alpha)")
+    mask_beta: int = option(1, "see mask_alpha")
+    max_gram: int = option(5, "longest span")
+    span_unit: Literal["token", "word"] = option(
+        "token", "`token`: the original's n-piece spans (Q1); `word`: n whole words")
+    num_streams: int = option(
+        64, "forward streams (bi_data adds their reversed copies); the global batch divides "
+        "the total")
+    num_passes: int = option(1, "independently sampled passes (A/B, masks, orders)")
+    seed: int = option(0, "seed of all data sampling")
+    uncased: bool = option(False, "lower-case text (the released models are cased)")
+    use_eod: bool = option(True, "a blank line (document end) emits `<eod>`")
 
     def __post_init__(self):
         for name in ("seq_len", "num_predict", "perm_size", "mask_alpha", "mask_beta",

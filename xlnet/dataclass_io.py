@@ -55,6 +55,11 @@ def _coerce(value, annotation, key):
     return value
 
 
+def option(default, help_text):
+    """A config field with the help text that the README's configuration reference shows."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 def from_mapping(cls, mapping, section="", exclude=()):
     """Builds dataclass `cls` from `mapping`; unknown keys and ill-typed values raise UserError.
 
