@@ -4,6 +4,9 @@ Read and tokenize file ranges (tokens parked in DIR/.tokens) -> balance document
 pass: segments, span masks, permutation ranks (and the reversed copy for bi_data) -> stream
 files -> stats.json, dataset_info.json, COMPLETED. Options this command does not know go to
 Beam; without --runner it runs on the local DirectRunner with one worker process per core.
+
+Beam is imported only when the job runs: importing it installs a root logging handler, which
+would make the command line's logging set-up a no-op.
 """
 
 import argparse
@@ -16,8 +19,6 @@ import time
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
-from preprocessing.transforms import (COUNTER_NAMESPACE, AssignStreams, FinalizeDataset,
-                                      SumCounts, TokenizeRanges, WriteStreams)
 from xlnet.errors import UserError
 from xlnet.run_config import load_run_config
 from xlnet.schema import STATS_FILE
@@ -72,6 +73,9 @@ def beam_options(extra_argv):
 
 
 def build_pipeline(pipeline, file_ranges, data_config, tokenizer, output_dir, source_files):
+    from preprocessing.transforms import (AssignStreams, FinalizeDataset, SumCounts,
+                                          TokenizeRanges, WriteStreams)
+
     range_results = pipeline | "TokenizeRanges" >> TokenizeRanges(
         file_ranges, tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod,
         output_dir)
@@ -105,6 +109,8 @@ def _run_pipeline(options, build):
 
 def _log_summary(result, stats, seconds, output_dir):
     from apache_beam.metrics.metric import MetricsFilter
+
+    from preprocessing.transforms import COUNTER_NAMESPACE
 
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(
         MetricsFilter().with_namespace(COUNTER_NAMESPACE))["counters"]}

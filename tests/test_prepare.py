@@ -1,6 +1,5 @@
 """The Beam job end to end on tiny real inputs (a real SentencePiece model, real Beam)."""
 
-import json
 import os
 import signal
 import subprocess
