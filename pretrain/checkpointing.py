@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 RUN_CONFIG_FILE = "run_config.yaml"
 DATASET_FILE = "dataset.json"
+INIT_CHECKPOINT_FILE = "init_checkpoint.json"
 # Sections that must equal the checkpoint's: the weights' shapes and the data they continue;
 # and the rows whose memory the checkpoint holds.
 FIXED_SECTIONS = ("model", "data")
@@ -61,6 +62,13 @@ def save_run_config(model_dir, run_config, info):
     write_text_atomically(os.path.join(model_dir, RUN_CONFIG_FILE), run_config.to_yaml())
     write_text_atomically(os.path.join(model_dir, DATASET_FILE),
                           json.dumps(dataset_identity(info), indent=2, sort_keys=True) + "\n")
+
+
+def save_init_checkpoint(model_dir, prefix, variables):
+    """Records which original checkpoint a run started from (its step 0 weights)."""
+    record = {"prefix": os.path.abspath(prefix), "variables": variables}
+    write_text_atomically(os.path.join(model_dir, INIT_CHECKPOINT_FILE),
+                          json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def dataset_identity(info):

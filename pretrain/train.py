@@ -18,6 +18,10 @@ def configure_parser(parser):
     parser.add_argument("--model-dir", required=True,
                         help="checkpoints, TensorBoard logs and the run config; an existing "
                         "one is resumed from its newest good checkpoint")
+    parser.add_argument("--init-checkpoint", metavar="PATH",
+                        help="start a new run from an original-format checkpoint (a released "
+                        "model's xlnet_model.ckpt, `xlnet export --format original-tf`, or a "
+                        "directory holding one); ignored when --model-dir has checkpoints")
     parser.add_argument("--steps", type=int, help="train.steps")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker", "tpu"),
                         help="train.strategy (multi_worker reads TF_CONFIG or Slurm)")
@@ -57,5 +61,6 @@ def run_command(args, extra_argv):
     from pretrain.trainer import Trainer
     logger.info("strategy %s with %d replica(s)", type(strategy).__name__,
                 strategy.num_replicas_in_sync)
-    trainer = Trainer(run_config, args.data, args.model_dir, strategy, profile_steps)
+    trainer = Trainer(run_config, args.data, args.model_dir, strategy, profile_steps,
+                      args.init_checkpoint)
     return trainer.train()

@@ -19,9 +19,11 @@ import keras
 import tensorflow as tf
 
 from pretrain.checkpointing import (CheckpointStore, check_model_dir, model_weights,
-                                    save_run_config, warn_if_other_dataset)
+                                    save_init_checkpoint, save_run_config,
+                                    warn_if_other_dataset)
 from pretrain.distribution import is_chief, worker_index
 from pretrain.flops import train_flops_per_token
+from pretrain.init_checkpoint import read_init_checkpoint
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
@@ -29,6 +31,7 @@ from pretrain.optimizer import AdamWeightDecay
 from pretrain.summaries import StepReporter, detect_peak_tflops
 from xlnet.errors import UserError
 from xlnet.lm_loss import per_example_lm_loss
+from xlnet.original_checkpoint import assign_to_model
 from xlnet.xlnet_lm import XLNetLM
 
 logger = logging.getLogger(__name__)
@@ -39,9 +42,14 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped on request after saving
 
 class Trainer:
 
-    def __init__(self, run_config, data_dir, model_dir, strategy, profile_steps=None):
+    def __init__(self, run_config, data_dir, model_dir, strategy, profile_steps=None,
+                 init_checkpoint=None):
+        """`init_checkpoint`: an original-format checkpoint (prefix or directory) whose weights
+        start a new run; ignored when `model_dir` already has checkpoints to resume."""
         self.config = run_config
         self.model_dir = model_dir
+        self.init_checkpoint = init_checkpoint
+        self.initialized_from = None
         self.strategy = strategy
         self.profile_steps = profile_steps
         self.chief = is_chief(strategy)
@@ -154,12 +162,27 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
 
     def restore(self):
-        """Restores the newest loadable checkpoint (if any); returns its path or None."""
+        """Restores the newest loadable checkpoint, else (a new run) the weights of
+        `init_checkpoint` if given; returns the path restored from, or None."""
         path = self.checkpoints.restore_newest()
         if path:
             logger.info("resumed from %s at step %d", path, int(self.step.numpy()))
+            if self.init_checkpoint:
+                logger.info("--init-checkpoint %s ignored: the model dir has checkpoints, "
+                            "so the run resumes", self.init_checkpoint)
+        elif self.init_checkpoint:
+            path = self._initialize_from(self.init_checkpoint)
         self.memory.distribute()
         return path
+
+    def _initialize_from(self, init_checkpoint):
+        """Assigns an original checkpoint's weights; the optimizer, step and memory stay new."""
+        prefix, arrays = read_init_checkpoint(init_checkpoint, self.config, self.dataset_info)
+        assign_to_model(self.model, arrays, self.config.model, prefix)
+        self.initialized_from = prefix
+        logger.info("initialized %d variables from %s; the optimizer starts fresh", len(arrays),
+                    prefix)
+        return prefix
 
     def gather(self, per_replica, axis=0):
         """A per-replica value as one tensor in global row order (a collective)."""
@@ -206,6 +229,9 @@ class Trainer:
         self.restore()
         if self.chief:
             save_run_config(self.model_dir, self.config, self.dataset_info)
+            if self.initialized_from:
+                save_init_checkpoint(self.model_dir, self.initialized_from,
+                                     len(self.model.original_variables()))
         start = int(self.step.numpy())
         if start >= train.steps:
             logger.info("nothing to do: the checkpoint is at step %d of %d", start, train.steps)
