@@ -81,8 +81,8 @@ def build_pipeline(pipeline, file_ranges, data_config, tokenizer, output_dir, so
         output_dir)
     document_stats = range_results | "DocumentStats" >> SumCounts()
     files = (range_results
-             | "AssignStreams" >> AssignStreams(data_config.num_streams, data_config.seq_len,
-                                                data_config.seed)
+             | "AssignStreams" >> AssignStreams(output_dir, data_config.num_streams,
+                                                data_config.seq_len)
              | "WriteStreams" >> WriteStreams(data_config, tokenizer.path, tokenizer.sha256,
                                               output_dir))
     finalizer = DatasetFinalizer(output_dir, data_config, tokenizer.describe(), source_files)

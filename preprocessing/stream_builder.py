@@ -1,7 +1,7 @@
 """Documents -> token streams with sentence ids (spec §2), and the balanced stream assignment.
 
 The original concatenates whole files (shards) per task; here each document is assigned to one
-of `num_streams` streams, and a stream is its documents concatenated in assignment order.
+of `num_streams` streams, and a stream is its documents concatenated in corpus order.
 Every document ends with one `<eod>` when use_eod is on (also the last one of a file, which
 the original leaves without, QUIRK Q8); the `<eod>` shares the sentence id of the sentence
 before it (QUIRK Q7), and every line boundary, document boundaries included, is a cut point.
@@ -37,43 +37,33 @@ def tokenize_document(tokenizer, document, use_eod):
                              lines=len(document.lines))
 
 
-def _mix64(values):
-    """splitmix64's finaliser: a well-spread uint64 hash of each value (wrapping arithmetic)."""
-    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+class StreamAssigner:
+    """Deals documents, in corpus order, each to the stream holding the fewest tokens so far
+    (lowest index on ties), so stream lengths differ by at most one document.
 
-
-def assign_streams(file_indices, offsets, lengths, num_streams, seed):
-    """Balances documents over streams.
-
-    Documents are given by their keys (file index, offset) and token counts, as arrays [n].
-    They are visited in a seeded pseudo-random order and each goes to the stream holding the
-    fewest tokens so far (lowest index on ties), so stream lengths differ by at most one
-    document. Returns (stream [n], order [n]: position in its stream, tokens per stream
-    [num_streams]); deterministic for any input order. Arrays keep memory at a few bytes per
-    document: this is the one step that sees every document.
+    Documents arrive a file range at a time and only the per-stream totals are kept, so the
+    memory does not grow with the corpus. The corpus order (sorted files, byte offsets) does
+    not depend on the runner or the workers, which makes the assignment deterministic.
     """
-    file_indices = np.asarray(file_indices, np.uint64)
-    offsets = np.asarray(offsets, np.uint64)
-    lengths = np.asarray(lengths, np.int64)
-    shuffle = _mix64(_mix64(np.full(offsets.shape, seed, np.uint64) ^ file_indices) ^ offsets)
-    visit = np.lexsort((offsets, file_indices, shuffle))
-    streams = np.empty(lengths.size, np.int64)
-    orders = np.empty(lengths.size, np.int64)
-    loads = [(0, stream) for stream in range(num_streams)]
-    next_order = [0] * num_streams
-    for document, length in zip(visit.tolist(), lengths[visit].tolist()):
-        load, stream = heapq.heappop(loads)
-        streams[document] = stream
-        orders[document] = next_order[stream]
-        next_order[stream] += 1
-        heapq.heappush(loads, (load + length, stream))
-    stream_tokens = np.zeros(num_streams, np.int64)
-    for load, stream in loads:
-        stream_tokens[stream] = load
-    return streams, orders, stream_tokens
+
+    def __init__(self, num_streams):
+        self.num_streams = num_streams
+        self._loads = [(0, stream) for stream in range(num_streams)]
+
+    def assign(self, lengths):
+        """Token counts [n] of the next documents -> their streams [n]."""
+        streams = np.empty(len(lengths), np.int64)
+        for document, length in enumerate(np.asarray(lengths).tolist()):
+            load, stream = heapq.heappop(self._loads)
+            streams[document] = stream
+            heapq.heappush(self._loads, (load + length, stream))
+        return streams
+
+    def stream_tokens(self):
+        tokens = np.zeros(self.num_streams, np.int64)  # [num_streams]
+        for load, stream in self._loads:
+            tokens[stream] = load
+        return tokens
 
 
 def check_stream_lengths(stream_tokens, seq_len, num_streams):

@@ -22,8 +22,6 @@ _INT32 = np.dtype("<i4")
 @dataclasses.dataclass
 class ParkedDocuments:
     """Where documents are parked: parallel arrays [n], one entry per document."""
-    file_indices: np.ndarray  # key, part 1: index of the input file
-    offsets: np.ndarray  # key, part 2: byte offset of the document's first line
     range_indices: np.ndarray  # which store file
     store_offsets: np.ndarray  # byte offset in the store file
     tokens: np.ndarray
@@ -31,25 +29,22 @@ class ParkedDocuments:
 
     @classmethod
     def concatenate(cls, parts):
-        fields = [f.name for f in dataclasses.fields(cls)]
-        if not parts:
-            return cls(**{name: np.zeros(0, np.int64) for name in fields})
-        return cls(**{name: np.concatenate([getattr(p, name) for p in parts])
-                      for name in fields})
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in dataclasses.fields(cls)})
 
     def select(self, indices):
         return ParkedDocuments(**{f.name: getattr(self, f.name)[indices]
                                   for f in dataclasses.fields(self)})
 
 
-def store_path(output_dir, range_index):
+def store_path(output_dir, range_index, suffix="bin"):
     from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.join(output_dir, STORE_DIR, f"range-{range_index:06d}.bin")
+    return FileSystems.join(output_dir, STORE_DIR, f"range-{range_index:06d}.{suffix}")
 
 
 def write_store(output_dir, range_index, documents):
-    """Parks TokenizedDocuments of one range; returns their ParkedDocuments."""
+    """Parks one range's TokenizedDocuments: their tokens, and an index of where each is."""
     chunks, store_offsets, offset = [], [], 0
     for document in documents:
         data = (document.ids.astype(_INT32).tobytes()
@@ -58,17 +53,26 @@ def write_store(output_dir, range_index, documents):
         store_offsets.append(offset)
         offset += len(data)
     write_file(store_path(output_dir, range_index), b"".join(chunks))
-    return ParkedDocuments(
-        file_indices=np.array([d.key[0] for d in documents], np.int64),
-        offsets=np.array([d.key[1] for d in documents], np.int64),
-        range_indices=np.full(len(documents), range_index, np.int64),
-        store_offsets=np.array(store_offsets, np.int64),
-        tokens=np.array([d.ids.size for d in documents], np.int64),
-        lines=np.array([d.line_lengths.size for d in documents], np.int64))
+    index = np.stack([np.array(store_offsets, np.int64),
+                      np.array([d.ids.size for d in documents], np.int64),
+                      np.array([d.line_lengths.size for d in documents], np.int64)])  # [3, n]
+    write_file(store_path(output_dir, range_index, "index"), index.astype("<i8").tobytes())
+
+
+def read_parked(output_dir, range_index):
+    """The ParkedDocuments of one range, in corpus order."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(store_path(output_dir, range_index, "index"),
+                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        index = np.frombuffer(f.read(), "<i8").reshape(3, -1).astype(np.int64)  # [3, n]
+    return ParkedDocuments(range_indices=np.full(index.shape[1], range_index, np.int64),
+                           store_offsets=index[0], tokens=index[1], lines=index[2])
 
 
 def read_store(output_dir, parked):
-    """The TokenizedDocuments of `parked`, in its order."""
+    """The TokenizedDocuments of `parked`, in its order (keys: (range index, store offset))."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
@@ -80,10 +84,10 @@ def read_store(output_dir, parked):
                               compression_type=CompressionTypes.UNCOMPRESSED) as f:
             for index in chosen.tolist():
                 tokens, lines = int(parked.tokens[index]), int(parked.lines[index])
-                f.seek(int(parked.store_offsets[index]))
+                offset = int(parked.store_offsets[index])
+                f.seek(offset)
                 values = np.frombuffer(f.read(4 * (tokens + lines)), _INT32)
                 documents[index] = TokenizedDocument(
-                    key=(int(parked.file_indices[index]), int(parked.offsets[index])),
-                    ids=values[:tokens].astype(np.int32),
+                    key=(range_index, offset), ids=values[:tokens].astype(np.int32),
                     line_lengths=values[tokens:].astype(np.int64), lines=lines)
     return documents

@@ -8,10 +8,10 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from preprocessing.corpus_reader import read_documents
-from preprocessing.stream_builder import (assign_streams, build_stream, check_stream_lengths,
+from preprocessing.stream_builder import (StreamAssigner, build_stream, check_stream_lengths,
                                           tokenize_document)
 from preprocessing.stream_writer import StreamWriter
-from preprocessing.token_store import ParkedDocuments, read_store, write_store
+from preprocessing.token_store import ParkedDocuments, read_parked, read_store, write_store
 from xlnet.errors import UserError
 from xlnet.tokenizer import Tokenizer
 
@@ -30,7 +30,7 @@ def load_checked_tokenizer(path, sha256, uncased):
 
 
 class _TokenizeRangeFn(beam.DoFn):
-    """(range index, FileRange) -> (ParkedDocuments, counts): reads, tokenizes, parks."""
+    """(range index, FileRange) -> (range index, counts): reads, tokenizes, parks."""
 
     def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, output_dir):
         self.tokenizer_path = tokenizer_path
@@ -62,14 +62,14 @@ class _TokenizeRangeFn(beam.DoFn):
                 continue
             counts["tokens"] += int(result.ids.size)
             tokenized.append(result)
-        parked = write_store(self.output_dir, range_index, tokenized)
+        write_store(self.output_dir, range_index, tokenized)
         for name, counter in self.counters.items():
             counter.inc(counts[name])
-        yield parked, dict(counts)
+        yield range_index, dict(counts)
 
 
 class TokenizeRanges(beam.PTransform):
-    """FileRanges -> (ParkedDocuments, counts) per range; ranges are spread over the workers first,
+    """FileRanges -> (range index, counts) per range; ranges are spread over the workers first,
     so one big file is tokenized by all of them."""
 
     def __init__(self, file_ranges, tokenizer_path, tokenizer_sha256, uncased, use_eod,
@@ -98,7 +98,7 @@ def _counts_of(range_result):
 
 
 class SumCounts(beam.PTransform):
-    """(ParkedDocuments, counts) per range -> the corpus's counts (one element)."""
+    """(range index, counts) per range -> the corpus's counts (one element)."""
 
     def expand(self, range_results):
         return (range_results
@@ -106,33 +106,55 @@ class SumCounts(beam.PTransform):
                 | "Sum" >> beam.CombineGlobally(_sum_counts))
 
 
-def _assign(range_results, num_streams, seq_len, seed):
-    parked = ParkedDocuments.concatenate([documents for documents, _ in range_results])
-    streams, orders, stream_tokens = assign_streams(
-        parked.file_indices, parked.offsets, parked.tokens, num_streams, seed)
-    check_stream_lengths(stream_tokens, seq_len, num_streams)
-    by_stream = np.lexsort((orders, streams))
+_FLUSH_DOCUMENTS = 1 << 20  # locations held by the assignment step before it hands them on
+
+
+def _assign(range_results, output_dir, num_streams, seq_len):
+    """Reads the ranges' indexes in corpus order; yields (stream, (part, ParkedDocuments))."""
+    assigner = StreamAssigner(num_streams)
+    pending, held, part = [], 0, 0
+    for range_index in sorted(index for index, _ in range_results):
+        parked = read_parked(output_dir, range_index)
+        pending.append((parked, assigner.assign(parked.tokens)))
+        held += parked.tokens.size
+        if held >= _FLUSH_DOCUMENTS:
+            yield from _stream_parts(pending, part, num_streams)
+            pending, held, part = [], 0, part + 1
+    yield from _stream_parts(pending, part, num_streams)
+    check_stream_lengths(assigner.stream_tokens(), seq_len, num_streams)
+
+
+def _stream_parts(pending, part, num_streams):
+    if not pending:
+        return
+    parked = ParkedDocuments.concatenate([p for p, _ in pending])
+    streams = np.concatenate([s for _, s in pending])
+    by_stream = np.argsort(streams, kind="stable")  # keeps corpus order inside a stream
     bounds = np.searchsorted(streams[by_stream], np.arange(num_streams + 1))
     for stream in range(num_streams):
-        yield stream, parked.select(by_stream[bounds[stream]:bounds[stream + 1]])
+        if bounds[stream] < bounds[stream + 1]:
+            yield stream, (part, parked.select(by_stream[bounds[stream]:bounds[stream + 1]]))
 
 
 class AssignStreams(beam.PTransform):
-    """(ParkedDocuments, counts) per range -> (stream, its ParkedDocuments in order) (§2).
+    """(range index, counts) per range -> (stream, [(part, ParkedDocuments)]) (§2).
 
-    Only document locations meet in one place, a few numbers per document."""
+    One step visits every document, but reads them a range at a time from the parked indexes
+    and hands the locations on in parts, so its memory does not grow with the corpus.
+    """
 
-    def __init__(self, num_streams, seq_len, seed):
+    def __init__(self, output_dir, num_streams, seq_len):
         super().__init__()
+        self.output_dir = output_dir
         self.num_streams = num_streams
         self.seq_len = seq_len
-        self.seed = seed
 
     def expand(self, range_results):
         return (range_results
-                | "CollectLocations" >> beam.combiners.ToList()
-                | "Assign" >> beam.FlatMap(_assign, self.num_streams, self.seq_len, self.seed)
-                | "SpreadStreams" >> beam.Reshuffle())
+                | "CollectRanges" >> beam.combiners.ToList()
+                | "Assign" >> beam.FlatMap(_assign, self.output_dir, self.num_streams,
+                                           self.seq_len)
+                | "GroupStreams" >> beam.GroupByKey())
 
 
 class _WriteStreamFn(beam.DoFn):
@@ -150,8 +172,9 @@ class _WriteStreamFn(beam.DoFn):
         self.writer = StreamWriter(self.data_config, tokenizer.start_piece_table,
                                    self.output_dir)
 
-    def process(self, stream_documents):
-        stream, parked = stream_documents
+    def process(self, stream_parts):
+        stream, parts = stream_parts
+        parked = ParkedDocuments.concatenate([p for _, p in sorted(parts, key=lambda p: p[0])])
         ids, sent_ids = build_stream(read_store(self.output_dir, parked))
         directions = [(stream, False, ids, sent_ids)]
         if self.data_config.bi_data:
@@ -167,7 +190,7 @@ class _WriteStreamFn(beam.DoFn):
 
 
 class WriteStreams(beam.PTransform):
-    """(stream, ParkedDocuments) -> stream files of every pass; yields (pass, entry, stats)."""
+    """(stream, [(part, ParkedDocuments)]) -> stream files of every pass; yields (pass, entry, stats)."""
 
     def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir):
         super().__init__()

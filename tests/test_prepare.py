@@ -11,7 +11,7 @@ import pytest
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
 from preprocessing.prepare import run
-from preprocessing.stream_builder import assign_streams, build_stream, tokenize_document
+from preprocessing.stream_builder import StreamAssigner, build_stream, tokenize_document
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 from xlnet import cli
 from xlnet.errors import UserError
@@ -89,12 +89,9 @@ def _expected_streams(workspace, data):
                  for r in plan_ranges(match_input_files(workspace["input"]))
                  for d in read_documents(r)]
     documents = [d for d in documents if d is not None]
-    streams, orders, _ = assign_streams([d.key[0] for d in documents],
-                                        [d.key[1] for d in documents],
-                                        [d.ids.size for d in documents], data.num_streams,
-                                        data.seed)
-    return {s: build_stream([documents[i] for i in np.lexsort((orders, streams))
-                             if streams[i] == s])[0] for s in range(data.num_streams)}
+    streams = StreamAssigner(data.num_streams).assign([d.ids.size for d in documents])
+    return {s: build_stream([d for d, d_stream in zip(documents, streams) if d_stream == s])[0]
+            for s in range(data.num_streams)}
 
 
 def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared):

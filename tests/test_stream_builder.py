@@ -3,7 +3,7 @@ import pytest
 
 from preprocessing.corpus_reader import Document
 from preprocessing.segmenter import cut_points
-from preprocessing.stream_builder import (TokenizedDocument, assign_streams, build_stream,
+from preprocessing.stream_builder import (StreamAssigner, TokenizedDocument, build_stream,
                                           check_stream_lengths, tokenize_document)
 from tests.text_corpus import train_tiny_tokenizer
 from xlnet.errors import UserError
@@ -39,25 +39,25 @@ def test_tokenized_document_ends_with_one_eod(tmp_path):
     assert tokenize_document(tokenizer, Document((0, 5), ["\u0301"]), True) is None
 
 
-def test_assignment_is_balanced_complete_and_order_independent():
-    rng = np.random.default_rng(0)
-    files = np.arange(500) // 7
-    offsets = np.arange(500) * 13
-    lengths = rng.integers(5, 400, size=500)
-    streams, orders, loads = assign_streams(files, offsets, lengths, 16, seed=1)
-    assert streams.min() >= 0 and streams.max() == 15
+def test_assignment_is_balanced_complete_and_does_not_depend_on_batching():
+    lengths = np.random.default_rng(0).integers(5, 400, size=500)
+    assigner = StreamAssigner(16)
+    streams = assigner.assign(lengths)
+    loads = assigner.stream_tokens()
+    assert streams.min() == 0 and streams.max() == 15
     for stream in range(16):
-        assert sorted(orders[streams == stream].tolist()) == list(range((streams == stream).sum()))
         assert loads[stream] == lengths[streams == stream].sum()
     assert loads.max() - loads.min() <= lengths.max()
-    shuffle = rng.permutation(500)
-    again = assign_streams(files[shuffle], offsets[shuffle], lengths[shuffle], 16, seed=1)
-    assert (again[0] == streams[shuffle]).all() and (again[1] == orders[shuffle]).all()
-    assert (assign_streams(files, offsets, lengths, 16, seed=2)[0] != streams).any()
+    in_parts = StreamAssigner(16)
+    parts = [in_parts.assign(part) for part in np.split(lengths, [3, 100, 101, 350])]
+    assert (np.concatenate(parts) == streams).all()
+    assert (in_parts.stream_tokens() == loads).all()
 
 
 def test_corpus_too_small_for_the_streams_is_a_user_error():
-    _, _, loads = assign_streams(np.zeros(10), np.arange(10), np.full(10, 100), 4, seed=0)
+    assigner = StreamAssigner(4)
+    assigner.assign(np.full(10, 100))
+    loads = assigner.stream_tokens()
     check_stream_lengths(loads, 200, 4)
     with pytest.raises(UserError, match="too few for 4 streams.*lower data.num_streams"):
         check_stream_lengths(loads, 300, 4)
