@@ -37,6 +37,8 @@ def _varint_rows(values):
     if values.size and values.min() < 0:
         raise ValueError("record features must be non-negative")
     rows, columns = values.shape
+    if values.size and values.max() < 0x80:  # one byte per value: the bytes are the values
+        return [row.tobytes() for row in values.astype(np.uint8)]
     flat = values.astype(np.uint64).ravel()  # [n·m]
     widths = np.ones(flat.size, dtype=np.int64)  # bytes per value
     for shift in range(7, 7 * _MAX_VARINT_BYTES, 7):
