@@ -146,8 +146,8 @@ def main(argv=None):
                             max_sentences=200_000)
     rate, tokens = raw_encode_rate(model, documents)
     logger.info("docstrings: %d documents, %d tokens (x1 = %d copies); raw SentencePiece "
-                "encode: %.2f M tokens/s (1 thread, best of 5)", len(documents), tokens, args.base_copies,
-                rate / 1e6)
+                "encode: %.2f M tokens/s (1 thread, best of 5)", len(documents), tokens,
+                args.base_copies, rate / 1e6)
     results = {"raw_encode_tokens_per_s_1_thread": rate, "docstring_tokens": tokens, "runs": []}
     for scale in (int(s) for s in args.scales.split(",")):
         corpus = (base_glob if scale == 1 else write_corpus(

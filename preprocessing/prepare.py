@@ -1,9 +1,10 @@
 """`xlnet prepare`: the Beam job, text files -> a dataset directory (xlnet/schema.py).
 
-Read and tokenize file ranges (tokens parked in DIR/.tokens) -> balance documents over streams -> per stream and
-pass: segments, span masks, permutation ranks (and the reversed copy for bi_data) -> stream
-files -> stats.json, dataset_info.json, COMPLETED. Options this command does not know go to
-Beam; without --runner it runs on the local DirectRunner with one worker process per core.
+Read and tokenize file ranges (tokens parked in OUTPUT/.tokens) -> balance documents over
+streams -> per stream and pass: segments, span masks, permutation ranks (and the reversed copy
+for bi_data) -> stream files -> stats.json, dataset_info.json, COMPLETED. Options this command
+does not know go to Beam; without --runner it runs locally (FnApiRunner) with one worker
+process per core.
 
 Beam is imported only when the job runs: importing it installs a root logging handler, which
 would make the command line's logging set-up a no-op.

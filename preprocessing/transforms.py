@@ -190,7 +190,9 @@ class _WriteStreamFn(beam.DoFn):
 
 
 class WriteStreams(beam.PTransform):
-    """(stream, [(part, ParkedDocuments)]) -> stream files of every pass; yields (pass, entry, stats)."""
+    """(stream, [(part, ParkedDocuments)]) -> stream files of every pass.
+
+    Yields (pass, dataset_info entry, stats) per file."""
 
     def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir):
         super().__init__()
