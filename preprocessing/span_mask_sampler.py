@@ -31,11 +31,15 @@ class SpanMaskSampler:
 
     def sample(self, tokens, goal, reverse, rng):
         """One segment: (mask [S] bool, spans [(begin, end)] in `tokens` order)."""
-        masks, spans = self.sample_batch(np.asarray(tokens)[None, :], goal, reverse, rng)
-        return masks[0], spans[0]
+        masks, (_, begins, ends) = self.sample_batch(np.asarray(tokens)[None, :], goal,
+                                                     reverse, rng)
+        return masks[0], sorted(zip(begins.tolist(), ends.tolist()))
 
     def sample_batch(self, tokens, goal, reverse, rng):
-        """Segments [B, S] -> (masks [B, S] bool, per segment a list of (begin, end) spans)."""
+        """Segments [B, S] -> (masks [B, S] bool, spans (rows, begins, ends) [spans] each).
+
+        Span positions are in `tokens` order (for reversed rows: of the reversed text).
+        """
         tokens = np.asarray(tokens)
         batch, size = tokens.shape
         if goal > size:
@@ -46,13 +50,10 @@ class SpanMaskSampler:
         rows, begins, ends = self._sample_spans(is_start, goal, rng)
         masks = self._span_masks(batch, size, rows, begins, ends)  # [B, S]
         self._fill(masks, goal, rng)
-        spans = [[] for _ in range(batch)]
-        for row, begin, end in zip(rows.tolist(), begins.tolist(), ends.tolist()):
-            spans[row].append((size - end, size - begin) if reverse else (begin, end))
         if reverse:
             masks = masks[:, ::-1]
-            spans = [span_list[::-1] for span_list in spans]
-        return masks, spans
+            begins, ends = size - ends, size - begins
+        return masks, (rows, begins, ends)
 
     def _sample_spans(self, is_start, goal, rng):
         batch, size = is_start.shape

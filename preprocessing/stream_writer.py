@@ -16,7 +16,7 @@ from preprocessing.segmenter import Segmenter
 from preprocessing.span_mask_sampler import SpanMaskSampler
 from xlnet.schema import stream_file
 
-_CHUNK_SEGMENTS = 64  # segments encoded together (bounded memory, numpy-sized batches)
+_CHUNK_SEGMENTS = 256  # segments encoded together (bounded memory, numpy-sized batches)
 RNG_DESCRIPTION = "numpy PCG64(SeedSequence(seed, spawn_key=(pass, stream))).spawn(3): " \
                   "A/B split, masks, ranks"
 
@@ -64,16 +64,17 @@ class StreamWriter:
         span_lengths = []
         for begin, end, goal in ((0, reuse_len, first_goal),
                                  (reuse_len, self.config.seq_len, second_goal)):
-            masks, spans = self.mask_sampler.sample_batch(input_ids[:, begin:end], goal,
-                                                          reverse, mask_rng)
+            masks, (_, span_begins, span_ends) = self.mask_sampler.sample_batch(
+                input_ids[:, begin:end], goal, reverse, mask_rng)
             is_masked[:, begin:end] = masks
-            span_lengths.extend(e - b for row_spans in spans for b, e in row_spans)
+            span_lengths.append(span_ends - span_begins)
         count = len(chunk)
         labels = np.array([s.label for s in chunk], np.int64)
         stats["examples"] += count
         stats["label_true_b"] += int(labels.sum())
         stats["masked"] += int(is_masked.sum())
-        stats["span_lengths"].update(span_lengths)
+        lengths, counts = np.unique(np.concatenate(span_lengths), return_counts=True)
+        stats["span_lengths"].update(dict(zip(lengths.tolist(), counts.tolist())))
         return encode_examples({
             "input_ids": input_ids,
             "segment_ids": np.stack([s.segment_ids for s in chunk]),

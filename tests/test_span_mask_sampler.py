@@ -96,11 +96,10 @@ def test_batch_rows_each_get_the_goal_and_word_aligned_spans(span_unit):
     rng = np.random.default_rng(8)
     tokens = np.stack([_segment(rng, 256, word_start_rate=0.3 + 0.005 * i) for i in range(64)])
     for reverse in (False, True):
-        masks, spans = sampler.sample_batch(tokens, 43, reverse, rng)
+        masks, (rows, begins, ends) = sampler.sample_batch(tokens, 43, reverse, rng)
         assert masks.shape == (64, 256) and (masks.sum(axis=1) == 43).all()
-        for row, row_spans in enumerate(spans):
-            assert row_spans
-            for begin, end in row_spans:
-                assert masks[row, begin:end].all()
-                assert TABLE[tokens[row, end - 1 if reverse else begin]]
+        assert sorted(set(rows.tolist())) == list(range(64))  # every row got spans
+        for row, begin, end in zip(rows, begins, ends):
+            assert masks[row, begin:end].all()
+            assert TABLE[tokens[row, end - 1 if reverse else begin]]
     assert len({m.tobytes() for m in masks}) == 64
