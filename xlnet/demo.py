@@ -133,8 +133,7 @@ def run_command(args, extra_argv):
         "prepare": run_stage(["prepare", "--input", corpus_glob, "--tokenizer",
                               os.path.join(paths["tokenizer"], "spiece.model"),
                               "--output", paths["data"], "--config", args.config,
-                              "--runner=DirectRunner", f"--direct_num_workers={args.workers}",
-                              "--direct_running_mode=multi_processing"]),
+                              f"--direct_num_workers={args.workers}"]),
         "pretrain": run_stage(["pretrain", "--config", args.config, "--data", paths["data"],
                                "--model-dir", paths["model"], "--steps", str(args.steps)]),
     }
