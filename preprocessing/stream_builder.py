@@ -26,9 +26,26 @@ class TokenizedDocument:
 
 def tokenize_document(tokenizer, document, use_eod):
     """Encodes a Document; None when no line of it encodes to any token."""
-    ids, lengths = tokenizer.encode_lines(document.lines)
-    if ids.size == 0:
-        return None
+    return tokenize_documents(tokenizer, [document], use_eod)[0]
+
+
+def tokenize_documents(tokenizer, documents, use_eod):
+    """Encodes Documents with one tokenizer call; a None for each that encodes to nothing."""
+    ids, lengths = tokenizer.encode_lines([line for d in documents for line in d.lines])
+    line_ends = np.cumsum([len(d.lines) for d in documents]).tolist()
+    token_ends = np.concatenate([[0], np.cumsum(lengths)])[line_ends].tolist()
+    tokenized, line_start, token_start = [], 0, 0
+    for document, line_end, token_end in zip(documents, line_ends, token_ends):
+        if token_end > token_start:
+            tokenized.append(_tokenized(document, ids[token_start:token_end],
+                                        lengths[line_start:line_end], use_eod))
+        else:
+            tokenized.append(None)
+        line_start, token_start = line_end, token_end
+    return tokenized
+
+
+def _tokenized(document, ids, lengths, use_eod):
     lengths = lengths[lengths > 0]  # an empty line would flip the sentence id with no token
     if use_eod:
         ids = np.append(ids, np.int32(EOD_ID))

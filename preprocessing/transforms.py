@@ -9,7 +9,7 @@ from apache_beam.metrics import Metrics
 
 from preprocessing.corpus_reader import read_documents
 from preprocessing.stream_builder import (StreamAssigner, build_stream, check_stream_lengths,
-                                          tokenize_document)
+                                          tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
 from preprocessing.token_store import ParkedDocuments, read_parked, read_store, write_store
 from xlnet.errors import UserError
@@ -49,19 +49,17 @@ class _TokenizeRangeFn(beam.DoFn):
     def process(self, indexed_range):
         range_index, file_range = indexed_range
         counts = collections.Counter()
-        tokenized = []
-        for document in read_documents(file_range):
+        documents = list(read_documents(file_range))
+        for document in documents:
             counts["documents"] += 1
             counts["lines"] += (len(document.lines) + document.non_utf8_lines
                                 + document.overlong_lines)
             counts["skipped_lines_non_utf8"] += document.non_utf8_lines
             counts["skipped_lines_over_1MiB"] += document.overlong_lines
-            result = tokenize_document(self.tokenizer, document, self.use_eod)
-            if result is None:
-                counts["empty_documents"] += 1
-                continue
-            counts["tokens"] += int(result.ids.size)
-            tokenized.append(result)
+        tokenized = [t for t in tokenize_documents(self.tokenizer, documents, self.use_eod)
+                     if t is not None]
+        counts["empty_documents"] = len(documents) - len(tokenized)
+        counts["tokens"] = sum(int(t.ids.size) for t in tokenized)
         write_store(self.output_dir, range_index, tokenized)
         for name, counter in self.counters.items():
             counter.inc(counts[name])

@@ -1,3 +1,4 @@
+import numpy as np
 import sentencepiece as spm
 import pytest
 
@@ -86,3 +87,13 @@ def test_start_piece_table_matches_the_vocabulary(model_path):
     for index in range(300):
         assert table[index] == is_start_piece(tokenizer.id_to_piece(index))
     assert table[3] and table[4] and table[7]
+
+
+def test_encoding_lines_together_equals_encoding_each(model_path):
+    tokenizer = Tokenizer.load(model_path)
+    lines = ["ka 12,345, lo", "", "7,120, mi 3,", "\u0301", "lo ka"]
+    ids, lengths = tokenizer.encode_lines(lines)
+    each = [tokenizer.encode(line).tolist() for line in lines]
+    assert lengths.tolist() == [len(e) for e in each] and lengths[1] == lengths[3] == 0
+    assert ids.tolist() == [i for e in each for i in e]
+    assert ids.dtype == np.int32 and lengths.dtype == np.int64

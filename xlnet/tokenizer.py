@@ -71,6 +71,11 @@ class Tokenizer:
                               if len(p) > 1 and p[-1] == "," and p[-2].isdigit()}
         self._needs_fixup = np.zeros(self.vocab_size, dtype=bool)  # [V]
         self._needs_fixup[list(self._comma_fixups)] = True
+        replacements = [self._comma_fixups.get(i, (i,)) for i in range(self.vocab_size)]
+        self._fixup_widths = np.array([len(r) for r in replacements], np.int64)  # [V]
+        self._fixup_starts = np.cumsum(self._fixup_widths) - self._fixup_widths  # [V]
+        self._fixup_ids = np.fromiter(itertools.chain.from_iterable(replacements), np.int32,
+                                      count=int(self._fixup_widths.sum()))
 
     @classmethod
     def load(cls, path, uncased=False, n_token=None):
@@ -121,28 +126,29 @@ class Tokenizer:
         """Normalises and encodes lines in one call.
 
         Returns (ids, lengths): the concatenated ids [N] int32 and each line's count [lines].
+        Give it many lines at once (a file range's): one batch call with one thread encodes
+        ~1.5x faster than a call per line.
         """
-        # One call per line: a list call starts a thread pool and is 2x slower for short lists.
-        encode = self._sp.encode
-        encoded = [encode(self.normalize(line)) for line in lines]
+        encoded = self._sp.encode([self.normalize(line) for line in lines], num_threads=1)
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         ids = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32,
                           count=int(lengths.sum()))
         if self._needs_fixup[ids].any():
-            encoded = [self._fix_digit_commas(line_ids) for line_ids in encoded]
-            lengths = np.array([len(line_ids) for line_ids in encoded], dtype=np.int64)
-            ids = np.array([i for line_ids in encoded for i in line_ids], dtype=np.int32)
+            ids, lengths = self._fix_digit_commas(ids, lengths)
         return ids, lengths
 
     def encode(self, line):
         """One line's ids [n] int32."""
         return self.encode_lines([line])[0]
 
-    def _fix_digit_commas(self, line_ids):
-        fixed = []
-        for i in line_ids:
-            fixed.extend(self._comma_fixups.get(i, (i,)))
-        return fixed
+    def _fix_digit_commas(self, ids, lengths):
+        """Replaces each id by its fix-up pieces (itself for most): ids [N], lengths [lines]."""
+        widths = self._fixup_widths[ids]  # [N]
+        ends = np.cumsum(widths)  # [N]
+        within = np.arange(int(ends[-1])) - np.repeat(ends - widths, widths)  # [N']
+        fixed = self._fixup_ids[np.repeat(self._fixup_starts[ids], widths) + within]  # [N']
+        line_ends = np.concatenate([[0], ends])[np.cumsum(lengths)]  # [lines]
+        return fixed, np.diff(line_ends, prepend=0)
 
     def id_to_piece(self, index):
         return self._sp.id_to_piece(int(index))
