@@ -19,7 +19,6 @@ _LENGTH_DELIMITED_FIELD_1 = b"\x0a"  # Example.features, Features.feature entry,
 #                                      Int64List.value (packed)
 _MAP_VALUE_FIELD = b"\x12"  # field 2 (value) of a map entry
 _INT64_LIST_FIELD = b"\x1a"  # Feature.int64_list (field 3)
-_MAX_VARINT_BYTES = 10
 
 
 def _varint(value):
@@ -32,29 +31,32 @@ def _varint(value):
 
 
 def _varint_rows(values):
-    """Packed varints of each row of a non-negative [n, m] integer array -> n bytes objects."""
+    """Packed varints of each row of a non-negative [n, m] integer array.
+
+    Returns (bytes [total] uint8, row lengths [n]): all rows' varints back to back.
+    """
     values = np.asarray(values)
     if values.size and values.min() < 0:
         raise ValueError("record features must be non-negative")
     rows, columns = values.shape
-    if values.size and values.max() < 0x80:  # one byte per value: the bytes are the values
-        return [row.tobytes() for row in values.astype(np.uint8)]
-    flat = values.astype(np.uint64).ravel()  # [n·m]
-    widths = np.ones(flat.size, dtype=np.int64)  # bytes per value
-    for shift in range(7, 7 * _MAX_VARINT_BYTES, 7):
-        widths += flat >= (np.uint64(1) << np.uint64(shift))
+    largest = int(values.max()) if values.size else 0
+    if largest < 0x80:  # one byte per value: the bytes are the values
+        return values.astype(np.uint8).ravel(), np.full(rows, columns, np.int64)
+    unsigned = np.uint32 if largest < (1 << 32) else np.uint64  # narrower is faster
+    flat = values.astype(unsigned).ravel()  # [N]
+    groups = -(-largest.bit_length() // 7)  # 7-bit groups of the largest value
+    widths = np.ones(flat.size, np.int64)  # [N] bytes per value
+    for group in range(1, groups):
+        widths += flat >= unsigned(1 << (7 * group))
     ends = np.cumsum(widths)
     starts = ends - widths
-    out = np.empty(int(ends[-1]) if flat.size else 0, dtype=np.uint8)
-    for byte in range(int(widths.max()) if flat.size else 0):
-        chosen = widths > byte
-        payload = (flat[chosen] >> np.uint64(7 * byte)) & np.uint64(0x7F)
-        more = (widths[chosen] > byte + 1).astype(np.uint64) << np.uint64(7)
-        out[starts[chosen] + byte] = (payload | more).astype(np.uint8)
-    buffer = out.tobytes()
-    row_ends = ends.reshape(rows, columns)[:, -1] if columns else np.zeros(rows, np.int64)
-    row_starts = np.concatenate([[0], row_ends[:-1]])
-    return [buffer[s:e] for s, e in zip(row_starts.tolist(), row_ends.tolist())]
+    out = np.empty(int(ends[-1]), np.uint8)
+    for group in range(groups):  # byte `group` of every value that has one
+        chosen = np.flatnonzero(widths > group) if group else slice(None)
+        payload = (flat[chosen] >> unsigned(7 * group)) & unsigned(0x7F)
+        continued = (widths[chosen] > group + 1).astype(unsigned) << unsigned(7)
+        out[starts[chosen] + group] = (payload | continued).astype(np.uint8)
+    return out, widths.reshape(rows, columns).sum(1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -72,21 +74,63 @@ def _entry_header(name, packed_length):
     return _LENGTH_DELIMITED_FIELD_1 + _varint(entry_length) + entry_head
 
 
-def _feature_entry(name, packed):
-    return _entry_header(name, len(packed)) + packed
+def _example_header(body_length):
+    return _LENGTH_DELIMITED_FIELD_1 + _varint(body_length)
+
+
+class _Pieces:
+    """Byte strings gathered in one buffer; a row's piece is (start, length) in it.
+
+    Headers depend only on lengths, so each distinct header is stored once and rows point at
+    it; every example is then assembled by a single gather.
+    """
+
+    def __init__(self):
+        self.parts, self.size = [], 0
+
+    def add(self, data):
+        """data: uint8 array -> its start in the buffer."""
+        self.parts.append(data)
+        self.size += data.size
+        return self.size - data.size
+
+    def add_headers(self, lengths, header_of):
+        """lengths [n] -> (starts [n], header lengths [n]) of header_of(length) per row."""
+        distinct, which = np.unique(lengths, return_inverse=True)
+        headers = [header_of(int(length)) for length in distinct.tolist()]
+        starts = np.array([self.add(np.frombuffer(h, np.uint8)) for h in headers], np.int64)
+        sizes = np.array([len(h) for h in headers], np.int64)
+        return starts[which], sizes[which]
+
+    def gather(self, starts, lengths):
+        """Pieces [n, k] (start and length each) -> n byte strings, each its k pieces joined."""
+        if not len(starts):
+            return []
+        buffer = np.concatenate(self.parts)
+        flat_lengths = lengths.ravel()
+        ends = np.cumsum(flat_lengths)
+        offsets = np.repeat(starts.ravel() - (ends - flat_lengths), flat_lengths)
+        joined = buffer[offsets + np.arange(int(ends[-1]))].tobytes()
+        row_ends = np.cumsum(lengths.sum(1)).tolist()
+        return [joined[s:e] for s, e in zip([0] + row_ends[:-1], row_ends)]
 
 
 def encode_examples(features):
     """{name: [n, m] non-negative ints} -> n serialised tf.train.Examples of int64 lists."""
-    names = sorted(features)
-    packed = {name: _varint_rows(np.asarray(features[name]).reshape(
-        len(features[name]), -1)) for name in names}
-    count = len(packed[names[0]])
-    records = []
-    for row in range(count):
-        body = b"".join(_feature_entry(name, packed[name][row]) for name in names)
-        records.append(_LENGTH_DELIMITED_FIELD_1 + _varint(len(body)) + body)
-    return records
+    pieces = _Pieces()
+    starts, lengths = [], []  # per feature in name order: header, then packed values
+    for name in sorted(features):
+        values = np.asarray(features[name])
+        packed, packed_lengths = _varint_rows(values.reshape(len(values), -1))
+        header_starts, header_lengths = pieces.add_headers(
+            packed_lengths, functools.partial(_entry_header, name))
+        packed_ends = pieces.add(packed) + np.cumsum(packed_lengths)
+        starts += [header_starts, packed_ends - packed_lengths]
+        lengths += [header_lengths, packed_lengths]
+    lengths = np.stack(lengths, axis=1)  # [n, 2·features]
+    example_starts, example_lengths = pieces.add_headers(lengths.sum(1), _example_header)
+    return pieces.gather(np.column_stack([example_starts] + starts),  # [n, 1 + 2·features]
+                         np.column_stack([example_lengths, lengths]))
 
 
 def _masked_crc(data):
