@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from preprocessing.span_mask_sampler import SpanMaskSampler
+from preprocessing.span_mask_sampler import SpanMaskSampler, smallest_keys
 
 VOCAB = 100
 # ids < 60 are word starts, the others continue a word
@@ -103,3 +103,14 @@ def test_batch_rows_each_get_the_goal_and_word_aligned_spans(span_unit):
             assert masks[row, begin:end].all()
             assert TABLE[tokens[row, end - 1 if reverse else begin]]
     assert len({m.tobytes() for m in masks}) == 64
+
+
+def test_smallest_keys_equal_a_stable_argsort_with_ties():
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 4, size=(200, 30)) / 4.0  # [B, S] with many ties
+    counts = rng.integers(0, 31, size=200)
+    chosen = smallest_keys(keys, counts)
+    expected = np.zeros(keys.shape, bool)
+    for row, order in enumerate(np.argsort(keys, axis=1, kind="stable")):
+        expected[row, order[:counts[row]]] = True
+    assert np.array_equal(chosen, expected) and chosen.sum() == counts.sum()
