@@ -5,7 +5,8 @@ import pytest
 from tests.text_corpus import train_tiny_tokenizer
 from xlnet.errors import UserError
 from xlnet.schema import SPECIAL_PIECES
-from xlnet.tokenizer import START_PUNCTUATION, WORD_START, Tokenizer, is_start_piece, normalize_text
+from xlnet.tokenizer import (START_PUNCTUATION, WORD_START, Tokenizer, is_start_piece,
+                            normalize_lines, normalize_text)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +98,17 @@ def test_encoding_lines_together_equals_encoding_each(model_path):
     assert lengths.tolist() == [len(e) for e in each] and lengths[1] == lengths[3] == 0
     assert ids.tolist() == [i for e in each for i in e]
     assert ids.dtype == np.int32 and lengths.dtype == np.int64
+
+
+@pytest.mark.parametrize("uncased", [False, True])
+def test_normalising_lines_together_equals_each_line(uncased):
+    alphabet = list("aZ ``''\t\r\x0b\x0c\x1c\x1f\x85\xa0\u3000\u2028\u00a8Σσ,.éÑİ\u0301\u2474x")
+    rng = np.random.default_rng(5)
+    lines = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 12)))) for _ in range(400)]
+    lines += ["", "   ", "ΟΔΟΣ\u3000ΟΔΟΣ", "ab``", "``cd", "a'", "'b"]
+    assert normalize_lines(lines, uncased) == [normalize_text(x, uncased) for x in lines]
+    assert normalize_lines([], uncased) == []
+
+
+def test_no_whitespace_character_lies_above_u3000():
+    assert not [c for c in range(0x3001, 0x110000) if chr(c).isspace()]
