@@ -24,34 +24,46 @@ class TokenizedDocument:
     lines: int  # lines read (before dropping lines that encode to nothing)
 
 
+@dataclasses.dataclass
+class TokenizedRange:
+    """The non-empty documents of a file range, concatenated in corpus order."""
+    ids: np.ndarray  # [N] int32, every document's <eod> included
+    line_lengths: np.ndarray  # [M] int64, each > 0; the <eod> counts in its document's last line
+    document_tokens: np.ndarray  # [D] int64
+    document_lines: np.ndarray  # [D] int64: entries of line_lengths per document
+
+
 def tokenize_document(tokenizer, document, use_eod):
     """Encodes a Document; None when no line of it encodes to any token."""
-    return tokenize_documents(tokenizer, [document], use_eod)[0]
+    tokenized = tokenize_documents(tokenizer, [document], use_eod)
+    if not tokenized.document_tokens.size:
+        return None
+    return TokenizedDocument(key=document.key, ids=tokenized.ids,
+                             line_lengths=tokenized.line_lengths, lines=len(document.lines))
 
 
 def tokenize_documents(tokenizer, documents, use_eod):
-    """Encodes Documents with one tokenizer call; a None for each that encodes to nothing."""
+    """Encodes Documents with one tokenizer call -> TokenizedRange (empty documents dropped)."""
     ids, lengths = tokenizer.encode_lines([line for d in documents for line in d.lines])
-    line_ends = np.cumsum([len(d.lines) for d in documents]).tolist()
-    token_ends = np.concatenate([[0], np.cumsum(lengths)])[line_ends].tolist()
-    tokenized, line_start, token_start = [], 0, 0
-    for document, line_end, token_end in zip(documents, line_ends, token_ends):
-        if token_end > token_start:
-            tokenized.append(_tokenized(document, ids[token_start:token_end],
-                                        lengths[line_start:line_end], use_eod))
-        else:
-            tokenized.append(None)
-        line_start, token_start = line_end, token_end
-    return tokenized
-
-
-def _tokenized(document, ids, lengths, use_eod):
-    lengths = lengths[lengths > 0]  # an empty line would flip the sentence id with no token
+    lines_read = np.array([len(d.lines) for d in documents], np.int64)  # [D0]
+    line_document = np.repeat(np.arange(len(documents)), lines_read)  # [lines]
+    token_ends = np.concatenate([[0], np.cumsum(lengths)])[np.cumsum(lines_read)]  # [D0]
+    document_tokens = np.diff(token_ends, prepend=0)  # [D0]
+    kept = lengths > 0  # an empty line would flip the sentence id with no token
+    line_lengths = lengths[kept]  # [M]
+    document_lines = np.bincount(line_document[kept], minlength=len(documents))  # [D0]
+    non_empty = document_tokens > 0
+    document_tokens, document_lines = document_tokens[non_empty], document_lines[non_empty]
     if use_eod:
-        ids = np.append(ids, np.int32(EOD_ID))
-        lengths[-1] += 1
-    return TokenizedDocument(key=document.key, ids=ids, line_lengths=lengths,
-                             lines=len(document.lines))
+        eod_positions = np.cumsum(document_tokens + 1) - 1  # [D]
+        with_eod = np.full(ids.size + eod_positions.size, EOD_ID, np.int32)
+        is_token = np.ones(with_eod.size, bool)
+        is_token[eod_positions] = False
+        with_eod[is_token] = ids
+        ids, document_tokens = with_eod, document_tokens + 1
+        line_lengths[np.cumsum(document_lines) - 1] += 1
+    return TokenizedRange(ids=ids, line_lengths=line_lengths, document_tokens=document_tokens,
+                          document_lines=document_lines)
 
 
 class StreamAssigner:

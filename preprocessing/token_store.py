@@ -43,20 +43,19 @@ def store_path(output_dir, range_index, suffix="bin"):
     return FileSystems.join(output_dir, STORE_DIR, f"range-{range_index:06d}.{suffix}")
 
 
-def write_store(output_dir, range_index, documents):
-    """Parks one range's TokenizedDocuments: their tokens, and an index of where each is."""
-    chunks, store_offsets, offset = [], [], 0
-    for document in documents:
-        data = (document.ids.astype(_INT32).tobytes()
-                + document.line_lengths.astype(_INT32).tobytes())
-        chunks.append(data)
-        store_offsets.append(offset)
-        offset += len(data)
-    write_file(store_path(output_dir, range_index), b"".join(chunks))
-    index = np.stack([np.array(store_offsets, np.int64),
-                      np.array([d.ids.size for d in documents], np.int64),
-                      np.array([d.line_lengths.size for d in documents], np.int64)])  # [3, n]
-    write_file(store_path(output_dir, range_index, "index"), index.astype("<i8").tobytes())
+def write_store(output_dir, range_index, tokenized):
+    """Parks one range's TokenizedRange: its tokens, and an index of where each document is."""
+    tokens, lines = tokenized.document_tokens, tokenized.document_lines  # [D] each
+    ends = np.cumsum(tokens + lines)  # [D] in int32 values
+    starts = ends - tokens - lines
+    data = np.empty(int(ends[-1]) if ends.size else 0, _INT32)
+    data[np.repeat(starts - (np.cumsum(tokens) - tokens), tokens)
+         + np.arange(tokenized.ids.size)] = tokenized.ids
+    data[np.repeat(starts + tokens - (np.cumsum(lines) - lines), lines)
+         + np.arange(tokenized.line_lengths.size)] = tokenized.line_lengths
+    write_file(store_path(output_dir, range_index), data.tobytes())
+    index = np.stack([starts * _INT32.itemsize, tokens, lines]).astype("<i8")  # [3, D]
+    write_file(store_path(output_dir, range_index, "index"), index.tobytes())
 
 
 def read_parked(output_dir, range_index):

@@ -56,10 +56,9 @@ class _TokenizeRangeFn(beam.DoFn):
                                 + document.overlong_lines)
             counts["skipped_lines_non_utf8"] += document.non_utf8_lines
             counts["skipped_lines_over_1MiB"] += document.overlong_lines
-        tokenized = [t for t in tokenize_documents(self.tokenizer, documents, self.use_eod)
-                     if t is not None]
-        counts["empty_documents"] = len(documents) - len(tokenized)
-        counts["tokens"] = sum(int(t.ids.size) for t in tokenized)
+        tokenized = tokenize_documents(self.tokenizer, documents, self.use_eod)
+        counts["empty_documents"] = len(documents) - tokenized.document_tokens.size
+        counts["tokens"] = tokenized.ids.size
         write_store(self.output_dir, range_index, tokenized)
         for name, counter in self.counters.items():
             counter.inc(counts[name])

@@ -4,7 +4,9 @@ import pytest
 from preprocessing.corpus_reader import Document
 from preprocessing.segmenter import cut_points
 from preprocessing.stream_builder import (StreamAssigner, TokenizedDocument, build_stream,
-                                          check_stream_lengths, tokenize_document)
+                                          check_stream_lengths, tokenize_document,
+                                          tokenize_documents)
+from preprocessing.token_store import read_parked, read_store, write_store
 from tests.text_corpus import train_tiny_tokenizer
 from xlnet.errors import UserError
 from xlnet.schema import EOD_ID
@@ -61,3 +63,23 @@ def test_corpus_too_small_for_the_streams_is_a_user_error():
     check_stream_lengths(loads, 200, 4)
     with pytest.raises(UserError, match="too few for 4 streams.*lower data.num_streams"):
         check_stream_lengths(loads, 300, 4)
+
+
+@pytest.mark.parametrize("use_eod", [True, False])
+def test_a_range_tokenized_at_once_equals_each_document_and_parks_them(tmp_path, use_eod):
+    model = train_tiny_tokenizer(str(tmp_path / "c"), str(tmp_path / "m"))
+    tokenizer = Tokenizer.load(model)
+    documents = [Document((0, 0), ["ka lo mi.", "", "ne ru."]), Document((0, 20), ["\u0301"]),
+                 Document((0, 30), ["mi."]), Document((0, 40), ["", "lo ka, 12,345, ne", "x"])]
+    each = [tokenize_document(tokenizer, d, use_eod) for d in documents]
+    each = [d for d in each if d is not None]
+    tokenized = tokenize_documents(tokenizer, documents, use_eod)
+    assert tokenized.document_tokens.tolist() == [d.ids.size for d in each]
+    assert tokenized.ids.tolist() == [i for d in each for i in d.ids.tolist()]
+    assert tokenized.line_lengths.tolist() == [n for d in each for n in d.line_lengths.tolist()]
+    write_store(str(tmp_path), 3, tokenized)
+    parked = read_parked(str(tmp_path), 3)
+    back = read_store(str(tmp_path), parked.select(np.array([2, 0, 1])))
+    for document, expected in zip(back, [each[2], each[0], each[1]]):
+        assert document.ids.tolist() == expected.ids.tolist()
+        assert document.line_lengths.tolist() == expected.line_lengths.tolist()
