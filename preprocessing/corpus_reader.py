@@ -18,6 +18,7 @@ MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can us
 RANGE_BYTES = 2 << 20
 _WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() removes: the blank-line test
 _LOOKBACK_BYTES = 4096
+_BLOCK_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,21 +114,33 @@ def _first_line_start(f, offset):
 
 
 def _bounded_lines(f, offset):
-    """Yields (offset, line bytes or None for an over-long line) without holding a long line."""
-    while True:
-        line = f.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            length = len(line)
-            while line and not line.endswith(b"\n"):
-                line = f.readline(MAX_LINE_BYTES)
-                length += len(line)
+    """Yields (offset, line without its newline, or None for an over-long line).
+
+    Reads in blocks (a readline per line costs more than the rest of the reading) and never
+    holds more than MAX_LINE_BYTES of a line.
+    """
+    pending = b""  # the start of a line that continues in the next block
+    skipped = None  # bytes so far of an over-long line being skipped
+    while block := f.read(_BLOCK_BYTES):
+        if skipped is not None:
+            newline = block.find(b"\n")
+            if newline < 0:
+                skipped += len(block)
+                continue
             yield offset, None
-            offset += length
-            continue
-        yield offset, line
-        offset += len(line)
+            offset += skipped + newline + 1
+            skipped, block = None, block[newline + 1:]
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield offset, (line if len(line) <= MAX_LINE_BYTES else None)
+            offset += len(line) + 1
+        if len(pending) > MAX_LINE_BYTES:
+            skipped, pending = len(pending), b""
+    if skipped is not None:
+        yield offset, None
+    elif pending:
+        yield offset, pending
 
 
 def read_documents(file_range):

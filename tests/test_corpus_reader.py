@@ -67,3 +67,17 @@ def test_empty_glob_and_empty_files_are_user_errors(tmp_path):
     (tmp_path / "b.txt").write_bytes(b"")
     with pytest.raises(UserError, match="all 2 matching files are empty"):
         match_input_files(str(tmp_path / "*.txt"))
+
+
+@pytest.mark.parametrize("block_bytes", [1, 2, 5, 9, 64])
+def test_block_size_changes_nothing_at_line_limits(tmp_path, monkeypatch, block_bytes):
+    path = tmp_path / "a.txt"
+    path.write_bytes(TEXT + b"\n\n" + b"y" * 10 + b"\nok\n" + b"z" * 11 + b"\n\n" + b"w" * 30)
+    files = match_input_files(str(path))
+    monkeypatch.setattr(corpus_reader, "MAX_LINE_BYTES", 10)
+    expected = _summary(_read_all(files, 1 << 20))
+    assert expected[-2:] == [((0, TEXT.index(b"fourth c") + 10), ["y" * 10, "ok"], 0, 1),
+                             ((0, path.stat().st_size - 30), [], 0, 1)]
+    monkeypatch.setattr(corpus_reader, "_BLOCK_BYTES", block_bytes)
+    assert _summary(_read_all(files, 1 << 20)) == expected
+    assert _summary(_read_all(files, 7)) == expected
