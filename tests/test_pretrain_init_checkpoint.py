@@ -11,7 +11,6 @@ import pytest
 import tensorflow as tf
 
 from checkpoint_fixture import random_arrays
-from dataset_fixture import write_dataset
 from test_pretrain_train import pretrain, step_losses
 from xlnet import load_run_config
 from xlnet.cli import main
@@ -19,13 +18,6 @@ from xlnet.original_checkpoint import model_arrays, write_original_checkpoint
 
 SOURCE_STEPS = 12
 RUN = ("--log-every", "1", "--set", "train.warmup_steps=1")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("data"))
-    write_dataset(directory, load_run_config("tiny"), segments_per_stream=4)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,9 @@ gradient accumulation walks the rows one segment per micro-step."""
 import numpy as np
 import pytest
 
-from dataset_fixture import write_dataset
 from pretrain_harness import record_run
-from xlnet import load_run_config
 
 STEPS = ["train.steps=4", "train.warmup_steps=1"]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("data"))
-    write_dataset(directory, load_run_config("tiny"), segments_per_stream=4)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,6 @@ def snapshot(directory):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("data"))
-    write_dataset(directory, load_run_config("tiny"), segments_per_stream=4)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("run") / "model")
     status = pretrain(dataset, model_dir, "--steps", "4", "--log-every", "2",
