@@ -74,63 +74,23 @@ def _entry_header(name, packed_length):
     return _LENGTH_DELIMITED_FIELD_1 + _varint(entry_length) + entry_head
 
 
-def _example_header(body_length):
-    return _LENGTH_DELIMITED_FIELD_1 + _varint(body_length)
-
-
-class _Pieces:
-    """Byte strings gathered in one buffer; a row's piece is (start, length) in it.
-
-    Headers depend only on lengths, so each distinct header is stored once and rows point at
-    it; every example is then assembled by a single gather.
-    """
-
-    def __init__(self):
-        self.parts, self.size = [], 0
-
-    def add(self, data):
-        """data: uint8 array -> its start in the buffer."""
-        self.parts.append(data)
-        self.size += data.size
-        return self.size - data.size
-
-    def add_headers(self, lengths, header_of):
-        """lengths [n] -> (starts [n], header lengths [n]) of header_of(length) per row."""
-        distinct, which = np.unique(lengths, return_inverse=True)
-        headers = [header_of(int(length)) for length in distinct.tolist()]
-        starts = np.array([self.add(np.frombuffer(h, np.uint8)) for h in headers], np.int64)
-        sizes = np.array([len(h) for h in headers], np.int64)
-        return starts[which], sizes[which]
-
-    def gather(self, starts, lengths):
-        """Pieces [n, k] (start and length each) -> n byte strings, each its k pieces joined."""
-        if not len(starts):
-            return []
-        buffer = np.concatenate(self.parts)
-        flat_lengths = lengths.ravel()
-        ends = np.cumsum(flat_lengths)
-        offsets = np.repeat(starts.ravel() - (ends - flat_lengths), flat_lengths)
-        joined = buffer[offsets + np.arange(int(ends[-1]))].tobytes()
-        row_ends = np.cumsum(lengths.sum(1)).tolist()
-        return [joined[s:e] for s, e in zip([0] + row_ends[:-1], row_ends)]
-
-
 def encode_examples(features):
     """{name: [n, m] non-negative ints} -> n serialised tf.train.Examples of int64 lists."""
-    pieces = _Pieces()
-    starts, lengths = [], []  # per feature in name order: header, then packed values
+    entries = []  # per feature in name order: per row, (header, packed values)
     for name in sorted(features):
         values = np.asarray(features[name])
-        packed, packed_lengths = _varint_rows(values.reshape(len(values), -1))
-        header_starts, header_lengths = pieces.add_headers(
-            packed_lengths, functools.partial(_entry_header, name))
-        packed_ends = pieces.add(packed) + np.cumsum(packed_lengths)
-        starts += [header_starts, packed_ends - packed_lengths]
-        lengths += [header_lengths, packed_lengths]
-    lengths = np.stack(lengths, axis=1)  # [n, 2·features]
-    example_starts, example_lengths = pieces.add_headers(lengths.sum(1), _example_header)
-    return pieces.gather(np.column_stack([example_starts] + starts),  # [n, 1 + 2·features]
-                         np.column_stack([example_lengths, lengths]))
+        packed, lengths = _varint_rows(values.reshape(len(values), -1))
+        ends = np.cumsum(lengths).tolist()
+        view = memoryview(packed.tobytes())  # rows' slices without copies
+        header = functools.partial(_entry_header, name)
+        entries.append([(header(end - start), view[start:end])
+                        for start, end in zip([0] + ends[:-1], ends)])
+    records = []
+    for row in zip(*entries):
+        pieces = [piece for entry in row for piece in entry]
+        body_length = sum(map(len, pieces))
+        records.append(b"".join([_LENGTH_DELIMITED_FIELD_1, _varint(body_length), *pieces]))
+    return records
 
 
 def _masked_crc(data):
