@@ -108,7 +108,11 @@ def check_stream_lengths(stream_tokens, seq_len, num_streams):
 
 def build_stream(documents):
     """Concatenates TokenizedDocuments (already in stream order) -> (ids [T], sent_ids [T])."""
-    ids = np.concatenate([d.ids for d in documents]).astype(np.int32)
-    lengths = np.concatenate([d.line_lengths for d in documents])
-    sent_ids = np.repeat((np.arange(lengths.size) % 2).astype(np.int8), lengths)
-    return ids, sent_ids
+    return sentence_stream(np.concatenate([d.ids for d in documents]),
+                           np.concatenate([d.line_lengths for d in documents]))
+
+
+def sentence_stream(ids, line_lengths):
+    """A stream's ids [T] and line lengths [M] -> (ids [T] int32, sent_ids [T] int8)."""
+    sent_ids = np.repeat((np.arange(line_lengths.size) % 2).astype(np.int8), line_lengths)
+    return ids.astype(np.int32), sent_ids

@@ -9,11 +9,11 @@ Store file: for each document, its ids then its line lengths, both int32 little-
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
 from preprocessing.atomic_file import write_file
-from preprocessing.stream_builder import TokenizedDocument
 
 STORE_DIR = ".tokens"
 _INT32 = np.dtype("<i4")
@@ -37,10 +37,25 @@ class ParkedDocuments:
                                   for f in dataclasses.fields(self)})
 
 
-def store_path(output_dir, range_index, suffix="bin"):
+@functools.lru_cache(maxsize=16)
+def _filesystem(output_dir):
+    """Beam's FileSystems looks the scheme up among its plugins on every call; a stream reads
+    from every range's file, so the lookup is done once."""
     from apache_beam.io.filesystems import FileSystems
 
-    return FileSystems.join(output_dir, STORE_DIR, f"range-{range_index:06d}.{suffix}")
+    return FileSystems.get_filesystem(output_dir)
+
+
+def store_path(output_dir, range_index, suffix="bin"):
+    return _filesystem(output_dir).join(output_dir, STORE_DIR,
+                                        f"range-{range_index:06d}.{suffix}")
+
+
+def _open_store(output_dir, range_index, suffix="bin"):
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _filesystem(output_dir).open(store_path(output_dir, range_index, suffix),
+                                        compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def write_store(output_dir, range_index, tokenized):
@@ -60,33 +75,25 @@ def write_store(output_dir, range_index, tokenized):
 
 def read_parked(output_dir, range_index):
     """The ParkedDocuments of one range, in corpus order."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(store_path(output_dir, range_index, "index"),
-                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with _open_store(output_dir, range_index, "index") as f:
         index = np.frombuffer(f.read(), "<i8").reshape(3, -1).astype(np.int64)  # [3, n]
     return ParkedDocuments(range_indices=np.full(index.shape[1], range_index, np.int64),
                            store_offsets=index[0], tokens=index[1], lines=index[2])
 
 
 def read_store(output_dir, parked):
-    """The TokenizedDocuments of `parked`, in its order (keys: (range index, store offset))."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    documents = [None] * parked.tokens.size
+    """The documents of `parked`, concatenated in its order: (ids [T] int32, line lengths
+    [M] int64). Each store file is read once, front to back, a document at a time."""
+    data = [None] * parked.tokens.size
+    sizes = (_INT32.itemsize * (parked.tokens + parked.lines)).tolist()
     for range_index in np.unique(parked.range_indices).tolist():
         chosen = np.flatnonzero(parked.range_indices == range_index)
-        chosen = chosen[np.argsort(parked.store_offsets[chosen], kind="stable")]
-        with FileSystems.open(store_path(output_dir, range_index),
-                              compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            for index in chosen.tolist():
-                tokens, lines = int(parked.tokens[index]), int(parked.lines[index])
-                offset = int(parked.store_offsets[index])
+        chosen = chosen[np.argsort(parked.store_offsets[chosen], kind="stable")].tolist()
+        with _open_store(output_dir, range_index) as f:
+            for index, offset in zip(chosen, parked.store_offsets[chosen].tolist()):
                 f.seek(offset)
-                values = np.frombuffer(f.read(4 * (tokens + lines)), _INT32)
-                documents[index] = TokenizedDocument(
-                    key=(range_index, offset), ids=values[:tokens].astype(np.int32),
-                    line_lengths=values[tokens:].astype(np.int64), lines=lines)
-    return documents
+                data[index] = f.read(sizes[index])
+    values = np.frombuffer(b"".join(data), _INT32)  # per document: its ids, its line lengths
+    is_id = np.repeat(np.tile([True, False], parked.tokens.size),
+                      np.column_stack([parked.tokens, parked.lines]).ravel())
+    return values[is_id].astype(np.int32), values[~is_id].astype(np.int64)

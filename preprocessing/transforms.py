@@ -8,7 +8,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from preprocessing.corpus_reader import read_documents
-from preprocessing.stream_builder import (StreamAssigner, build_stream, check_stream_lengths,
+from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, sentence_stream,
                                           tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
 from preprocessing.token_store import ParkedDocuments, read_parked, read_store, write_store
@@ -172,7 +172,7 @@ class _WriteStreamFn(beam.DoFn):
     def process(self, stream_parts):
         stream, parts = stream_parts
         parked = ParkedDocuments.concatenate([p for _, p in sorted(parts, key=lambda p: p[0])])
-        ids, sent_ids = build_stream(read_store(self.output_dir, parked))
+        ids, sent_ids = sentence_stream(*read_store(self.output_dir, parked))
         directions = [(stream, False, ids, sent_ids)]
         if self.data_config.bi_data:
             directions.append((self.data_config.num_streams + stream, True, ids[::-1].copy(),
