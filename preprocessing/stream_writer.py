@@ -6,7 +6,6 @@ never share random numbers and the output does not depend on which worker writes
 """
 
 import collections
-import itertools
 
 import numpy as np
 
@@ -46,20 +45,19 @@ class StreamWriter:
         split_rng, mask_rng, rank_rng = stream_generators(self.config.seed, pass_index, stream)
         stats = {"examples": 0, "label_true_b": 0, "masked": 0,
                  "span_lengths": collections.Counter(), "covered_tokens": 0}
-        segments = self.segmenter.segments(ids, sent_ids, split_rng)
         with RecordWriter(FileSystems.join(self.output_dir, relative_path)) as writer:
-            while chunk := list(itertools.islice(segments, _CHUNK_SEGMENTS)):
-                writer.write(self._encode(chunk, stream, reverse, mask_rng, rank_rng, stats))
-                stats["covered_tokens"] = chunk[-1].a_end
+            for batch in self.segmenter.batches(ids, sent_ids, split_rng, _CHUNK_SEGMENTS):
+                writer.write(self._encode(batch, stream, reverse, mask_rng, rank_rng, stats))
+                stats["covered_tokens"] = int(batch.a_end[-1])
         entry = {"stream": stream, "reverse": int(reverse), "file": relative_path,
                  "examples": stats["examples"]}
         stats["stream_tokens"] = int(ids.size)
         return entry, stats
 
-    def _encode(self, chunk, stream, reverse, mask_rng, rank_rng, stats):
+    def _encode(self, batch, stream, reverse, mask_rng, rank_rng, stats):
         reuse_len = self.config.reuse_len
         first_goal, second_goal = self.config.predict_goals
-        input_ids = np.stack([s.input_ids for s in chunk])  # [n, L]
+        input_ids = batch.input_ids  # [n, L]
         is_masked = np.zeros(input_ids.shape, dtype=np.int8)  # [n, L]
         span_lengths = []
         for begin, end, goal in ((0, reuse_len, first_goal),
@@ -68,8 +66,8 @@ class StreamWriter:
                 input_ids[:, begin:end], goal, reverse, mask_rng)
             is_masked[:, begin:end] = masks
             span_lengths.append(span_ends - span_begins)
-        count = len(chunk)
-        labels = np.array([s.label for s in chunk], np.int64)
+        count = len(input_ids)
+        labels = batch.label.astype(np.int64)
         stats["examples"] += count
         stats["label_true_b"] += int(labels.sum())
         stats["masked"] += int(is_masked.sum())
@@ -77,11 +75,11 @@ class StreamWriter:
         stats["span_lengths"].update(dict(zip(lengths.tolist(), counts.tolist())))
         return encode_examples({
             "input_ids": input_ids,
-            "segment_ids": np.stack([s.segment_ids for s in chunk]),
+            "segment_ids": batch.segment_ids,
             "is_masked": is_masked,
             "perm_rank": self.rank_sampler.sample(rank_rng, count),
             "label": labels[:, None],
             "stream": np.full((count, 1), stream),
-            "index": np.array([[s.index] for s in chunk]),
+            "index": batch.index[:, None],
             "reverse": np.full((count, 1), int(reverse)),
         })
