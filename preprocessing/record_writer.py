@@ -98,11 +98,16 @@ def _masked_crc(data):
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=4096)
+def _length_header(length):
+    """Length and its masked crc32c: examples of a stream have few distinct lengths."""
+    packed = struct.pack("<Q", length)
+    return packed + struct.pack("<I", _masked_crc(packed))
+
+
 def frame_record(data):
     """TFRecord framing: length, masked crc32c of the length, data, masked crc32c of data."""
-    length = struct.pack("<Q", len(data))
-    return b"".join([length, struct.pack("<I", _masked_crc(length)), data,
-                     struct.pack("<I", _masked_crc(data))])
+    return b"".join([_length_header(len(data)), data, struct.pack("<I", _masked_crc(data))])
 
 
 class RecordWriter:
