@@ -45,18 +45,15 @@ def _varint_rows(values):
     unsigned = np.uint32 if largest < (1 << 32) else np.uint64  # narrower is faster
     flat = values.astype(unsigned).ravel()  # [N]
     groups = -(-largest.bit_length() // 7)  # 7-bit groups of the largest value
-    widths = np.ones(flat.size, np.int64)  # [N] bytes per value
-    for group in range(1, groups):
-        widths += flat >= unsigned(1 << (7 * group))
-    ends = np.cumsum(widths)
-    starts = ends - widths
-    out = np.empty(int(ends[-1]), np.uint8)
-    for group in range(groups):  # byte `group` of every value that has one
-        chosen = np.flatnonzero(widths > group) if group else slice(None)
-        payload = (flat[chosen] >> unsigned(7 * group)) & unsigned(0x7F)
-        continued = (widths[chosen] > group + 1).astype(unsigned) << unsigned(7)
-        out[starts[chosen] + group] = (payload | continued).astype(np.uint8)
-    return out, widths.reshape(rows, columns).sum(1)
+    varint_bytes = np.empty((flat.size, groups), np.uint8)  # [N, W]: a value's bytes in a row
+    present = np.ones((flat.size, groups), bool)  # [N, W]: which of them it has
+    for group in range(groups):
+        if group + 1 < groups:
+            present[:, group + 1] = flat >= unsigned(1 << (7 * (group + 1)))
+        payload = ((flat >> unsigned(7 * group)) & unsigned(0x7F)).astype(np.uint8)
+        continued = present[:, group + 1] if group + 1 < groups else False
+        varint_bytes[:, group] = payload | (np.uint8(0x80) * continued)
+    return varint_bytes[present], present.reshape(rows, -1).sum(1)
 
 
 @functools.lru_cache(maxsize=4096)
