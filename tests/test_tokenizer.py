@@ -109,6 +109,3 @@ def test_normalising_lines_together_equals_each_line(uncased):
     assert normalize_lines(lines, uncased) == [normalize_text(x, uncased) for x in lines]
     assert normalize_lines([], uncased) == []
 
-
-def test_no_whitespace_character_lies_above_u3000():
-    assert not [c for c in range(0x3001, 0x110000) if chr(c).isspace()]

@@ -37,28 +37,14 @@ def _strip_accents(text):
     return "".join(c for c in text if not unicodedata.combining(c))
 
 
-# Every character str.split() splits at lies below U+3001 (tests check the whole range).
-_WHITESPACE_BUT_NEWLINE = tuple(c for c in map(chr, range(0x3001)) if c.isspace() and c != "\n")
-
-
-def _collapse_whitespace(text):
-    """" ".join(line.split()) for every line of `text` at once, with string-wide searches."""
-    for character in _WHITESPACE_BUT_NEWLINE:
-        if character != " " and character in text:
-            text = text.replace(character, " ")
-    while "  " in text:
-        text = text.replace("  ", " ")
-    return text.replace(" \n", "\n").replace("\n ", "\n").strip(" ")
-
-
 def normalize_lines(lines, uncased, keep_accents=False):
-    """normalize_text of each line (none holding a newline), done on all of them joined:
-    per-line calls cost more than the work for short lines. Joining at newlines changes
-    nothing: every step acts on a character or a whitespace run, and a newline is neither a
-    combining mark nor cased nor case-ignorable, so it also bounds the final-sigma rule."""
+    """normalize_text of each line (none holding a newline). Only the whitespace is collapsed
+    per line; the rest runs on the lines joined, which changes nothing: those steps act on
+    single characters, and a newline is neither a combining mark nor cased nor
+    case-ignorable, so it also bounds the final-sigma rule."""
     if not lines:
         return []
-    text = _collapse_whitespace("\n".join(lines))
+    text = "\n".join([" ".join(line.split()) for line in lines])
     text = text.replace("``", '"').replace("''", '"')
     if not keep_accents and not text.isascii():
         text = "\n".join(line if line.isascii() else _strip_accents(line)
