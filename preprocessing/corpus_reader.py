@@ -12,6 +12,8 @@ import dataclasses
 import gzip
 import io
 
+import numpy as np
+
 from xlnet.errors import UserError
 
 MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can use
@@ -113,8 +115,9 @@ def _first_line_start(f, offset):
     return line_start, blank_before
 
 
-def _bounded_lines(f, offset):
-    """Yields (offset, line without its newline, or None for an over-long line).
+def _line_blocks(f, offset):
+    """Yields (offsets, lines) per block read: the lines without their newline (None for an
+    over-long one) and where each starts.
 
     Reads in blocks (a readline per line costs more than the rest of the reading) and never
     holds more than MAX_LINE_BYTES of a line.
@@ -122,61 +125,102 @@ def _bounded_lines(f, offset):
     pending = b""  # the start of a line that continues in the next block
     skipped = None  # bytes so far of an over-long line being skipped
     while block := f.read(_BLOCK_BYTES):
+        offsets, lines = [], []
         if skipped is not None:
             newline = block.find(b"\n")
             if newline < 0:
                 skipped += len(block)
                 continue
-            yield offset, None
+            offsets.append(offset)
+            lines.append(None)
             offset += skipped + newline + 1
             skipped, block = None, block[newline + 1:]
-        lines = (pending + block).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            yield offset, (line if len(line) <= MAX_LINE_BYTES else None)
-            offset += len(line) + 1
+        complete = (pending + block).split(b"\n")
+        pending = complete.pop()
+        lengths = np.fromiter(map(len, complete), np.int64, len(complete))  # [n]
+        starts = (offset + np.cumsum(lengths + 1) - (lengths + 1)).tolist()
+        offset += int(lengths.sum()) + lengths.size
+        offsets += starts
+        lines += complete
+        if lengths.size and lengths.max() > MAX_LINE_BYTES:
+            lines = [line if line is None or len(line) <= MAX_LINE_BYTES else None
+                     for line in lines]
         if len(pending) > MAX_LINE_BYTES:
             skipped, pending = len(pending), b""
+        if lines:
+            yield offsets, lines
     if skipped is not None:
-        yield offset, None
+        yield [offset], [None]
     elif pending:
-        yield offset, pending
+        yield [offset], [pending]
+
+
+def _bounded_lines(f, offset):
+    """Yields (offset, line without its newline, or None for an over-long line)."""
+    for offsets, lines in _line_blocks(f, offset):
+        yield from zip(offsets, lines)
 
 
 def read_documents(file_range):
-    """Yields the Documents whose first line starts inside `file_range`."""
+    """Yields the Documents whose first line starts inside `file_range`.
+
+    Works a block of lines at a time: blank lines are found for the whole block at once, and
+    each document's lines are decoded together.
+    """
     with _open_binary(file_range.path) as f:
         if file_range.start:
             line_start, blank_before = _first_line_start(f, file_range.start)
         else:
             line_start, blank_before = 0, True
         document = None
-        for offset, line in _bounded_lines(f, line_start):
-            if line is not None and not line.strip(_WHITESPACE):
+        for offsets, lines in _line_blocks(f, line_start):
+            runs, ends_blank = _non_blank_runs(lines)
+            for first, stop in runs:
+                if first > 0 or blank_before:  # a new document
+                    if document is not None:
+                        yield document
+                    if file_range.end != -1 and offsets[first] >= file_range.end:
+                        return
+                    document = Document(key=(file_range.file_index, offsets[first]), lines=[])
                 if document is not None:
-                    yield document
-                    document = None
-                blank_before = True
-                continue
-            if blank_before:
-                if file_range.end != -1 and offset >= file_range.end:
-                    return
-                document = Document(key=(file_range.file_index, offset), lines=[])
-            blank_before = False
-            if document is not None:
-                _add_line(document, line)
+                    _add_lines(document, lines[first:stop])
+            blank_before = ends_blank
+            if blank_before and document is not None:
+                yield document
+                document = None
         if document is not None:
             yield document
 
 
-def _add_line(document, line):
-    if line is None:
-        document.overlong_lines += 1
-        return
-    try:
-        document.lines.append(line.decode("utf-8").rstrip("\r\n"))
-    except UnicodeDecodeError:
-        document.non_utf8_lines += 1
+def _non_blank_runs(lines):
+    """[(first, stop)] of the runs of non-blank lines (an over-long one counts as non-blank),
+    and whether the last line is blank. bytes.strip() removes exactly _WHITESPACE."""
+    probe = [b"x" if line is None else line for line in lines] if None in lines else lines
+    non_blank = np.fromiter(map(len, map(bytes.strip, probe)), np.int64, len(probe)) > 0
+    edges = np.diff(np.concatenate([[0], non_blank.view(np.int8), [0]]))  # +1 starts, -1 ends
+    runs = zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist())
+    return list(runs), not non_blank[-1]
+
+
+def _add_lines(document, lines):
+    """Decodes a document's lines together; one by one only where one is skipped."""
+    if None not in lines:
+        try:
+            text = b"\n".join(lines).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            decoded = text.split("\n")
+            document.lines += [line.rstrip("\r") for line in decoded] if "\r" in text else decoded
+            return
+    for line in lines:
+        if line is None:
+            document.overlong_lines += 1
+            continue
+        try:
+            document.lines.append(line.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError:
+            document.non_utf8_lines += 1
 
 
 def iter_text_lines(path):
