@@ -71,22 +71,45 @@ def _entry_header(name, packed_length):
 
 
 def encode_examples(features):
-    """{name: [n, m] non-negative ints} -> n serialised tf.train.Examples of int64 lists."""
-    entries = []  # per feature in name order: per row, (header, packed values)
+    """{name: [n, m] non-negative ints} -> n serialised tf.train.Examples of int64 lists.
+
+    Each example is joined from row slices: one per run of consecutive features whose entries
+    have the same length in every row (built as one [n, width] byte table), and a header and a
+    slice for each other feature.
+    """
+    columns = []  # per piece of an example: its bytes for every row
+    fixed = []  # [n, width] byte tables of the current run of same-length entries
     for name in sorted(features):
         values = np.asarray(features[name])
-        packed, lengths = _varint_rows(values.reshape(len(values), -1))
+        rows = len(values)
+        packed, lengths = _varint_rows(values.reshape(rows, -1))
+        if rows and (lengths == lengths[0]).all():
+            header = np.frombuffer(_entry_header(name, int(lengths[0])), np.uint8)
+            fixed += [np.broadcast_to(header, (rows, header.size)),
+                      packed.reshape(rows, int(lengths[0]))]
+            continue
+        columns += _table_rows(fixed)
+        fixed = []
         ends = np.cumsum(lengths).tolist()
         view = memoryview(packed.tobytes())  # rows' slices without copies
-        header = functools.partial(_entry_header, name)
-        entries.append([(header(end - start), view[start:end])
-                        for start, end in zip([0] + ends[:-1], ends)])
+        columns.append([_entry_header(name, end - start) for start, end in
+                        zip([0] + ends[:-1], ends)])
+        columns.append([view[start:end] for start, end in zip([0] + ends[:-1], ends)])
+    columns += _table_rows(fixed)
     records = []
-    for row in zip(*entries):
-        pieces = [piece for entry in row for piece in entry]
+    for pieces in zip(*columns):
         body_length = sum(map(len, pieces))
         records.append(b"".join([_LENGTH_DELIMITED_FIELD_1, _varint(body_length), *pieces]))
     return records
+
+
+def _table_rows(tables):
+    """[n, w_i] byte tables -> [the n rows of their concatenation as memoryviews] or []."""
+    if not tables:
+        return []
+    table = np.concatenate(tables, axis=1)  # [n, width]
+    view, width = memoryview(table.tobytes()), table.shape[1]
+    return [[view[row * width:(row + 1) * width] for row in range(len(table))]]
 
 
 def _masked_crc(data):
