@@ -1,48 +1,27 @@
 """Benchmark of `xlnet prepare`: end-to-end tokens/s against the raw SentencePiece encode rate of
 the same corpus (measured in the same run), and peak memory per Beam worker process.
 
-The corpus is built at run time from the docstrings of the Python standard library (read with
-`ast`, nothing imported); the 10x corpus repeats it ten times and uses ten times the streams.
+The corpus is built at run time from the docstrings of the Python standard library (the demo's
+corpus, one sentence per line); the 10x corpus repeats it ten times and uses ten times the streams.
 
     .venv/bin/python bench/prepare.py [--scales 1,10] [--workers 2] [--workdir DIR] [beam options]
 """
 
 import argparse
-import ast
 import json
 import logging
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
 
 logger = logging.getLogger("bench.prepare")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-
-def stdlib_documents():
-    """Each docstring of the standard library is a document, each non-blank line a sentence."""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    documents = []
-    for folder, dirs, names in os.walk(stdlib):
-        dirs[:] = sorted(d for d in dirs if d not in ("site-packages", "test", "tests"))
-        for name in sorted(n for n in names if n.endswith(".py")):
-            try:
-                with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
-            except (SyntaxError, UnicodeDecodeError, ValueError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                     ast.AsyncFunctionDef)):
-                    text = ast.get_docstring(node)
-                    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-                    if len(lines) >= 2:
-                        documents.append(lines)
-    return documents
+from xlnet.demo import document_lines, standard_library_documents  # noqa: E402
 
 
 def write_corpus(directory, documents, copies, files_per_copy=4):
@@ -136,11 +115,10 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None)
     args, beam_argv = parser.parse_known_args(argv)  # the rest goes to Beam
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.path.insert(0, ROOT)
     from preprocessing.train_tokenizer import train_tokenizer
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-prepare-")
-    documents = stdlib_documents()
+    documents = [document_lines(d) for d in standard_library_documents()]
     base_glob = write_corpus(os.path.join(workdir, "corpus-x1"), documents, args.base_copies)
     model = train_tokenizer(base_glob, args.vocab_size, os.path.join(workdir, "tokenizer"),
                             max_sentences=200_000)
