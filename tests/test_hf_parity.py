@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from xlnet.config import XLNetConfig
+from xlnet.hf_export import hf_state_dict
 from xlnet.xlnet_lm import XLNetLM
 
 torch = pytest.importorskip("torch")
@@ -38,7 +39,8 @@ def randomize(model, seed):
 
 
 def hf_model_from(model):
-    """An HF XLNetLMHeadModel holding `model`'s weights, mapped by original names."""
+    """An HF XLNetLMHeadModel holding `model`'s weights, mapped by original names (the export's
+    name map, so a mapping error shows here as well as in the export's own test)."""
     c = model.config
     hf = transformers.XLNetLMHeadModel(transformers.XLNetConfig(
         vocab_size=c.n_token, d_model=c.d_model, n_layer=c.n_layer, n_head=c.n_head,
@@ -46,29 +48,7 @@ def hf_model_from(model):
         bi_data=c.bi_data, clamp_len=c.clamp_len, mem_len=c.mem_len, reuse_len=c.reuse_len,
         dropout=0.0, layer_norm_eps=1e-12, use_mems_eval=True))
     original = {name: v.numpy() for name, v in model.original_variables().items()}
-    top = "model/transformer"
-
-    def per_layer(name, i):
-        value = original[f"{top}/{name}"]
-        return value[i] if (c.untie_r or name == "seg_embed") else value
-
-    state = {"transformer.word_embedding.weight": original[f"{top}/word_embedding/lookup_table"],
-             "transformer.mask_emb": original[f"{top}/mask_emb/mask_emb"],
-             "lm_loss.bias": original["model/lm_loss/bias"]}
-    for i in range(c.n_layer):
-        layer, hf_layer = f"{top}/layer_{i}", f"transformer.layer.{i}"
-        for name in ("q", "k", "v", "o", "r"):
-            state[f"{hf_layer}.rel_attn.{name}"] = original[f"{layer}/rel_attn/{name}/kernel"]
-        for name in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
-            state[f"{hf_layer}.rel_attn.{name}"] = per_layer(name, i)
-        for block, hf_block in (("rel_attn", "rel_attn"), ("ff", "ff")):
-            state[f"{hf_layer}.{hf_block}.layer_norm.weight"] = original[
-                f"{layer}/{block}/LayerNorm/gamma"]
-            state[f"{hf_layer}.{hf_block}.layer_norm.bias"] = original[
-                f"{layer}/{block}/LayerNorm/beta"]
-        for dense in ("layer_1", "layer_2"):
-            state[f"{hf_layer}.ff.{dense}.weight"] = original[f"{layer}/ff/{dense}/kernel"].T
-            state[f"{hf_layer}.ff.{dense}.bias"] = original[f"{layer}/ff/{dense}/bias"]
+    state = hf_state_dict(original, c)
     missing, unexpected = hf.load_state_dict(
         {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
     assert set(missing) <= {"lm_loss.weight"} and not unexpected, (missing, unexpected)
