@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from preprocessing.atomic_file import write_file
+from xlnet.atomic_file import write_file
 
 STORE_DIR = ".tokens"
 _INT32 = np.dtype("<i4")

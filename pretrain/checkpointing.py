@@ -10,7 +10,7 @@ import tensorflow as tf
 import yaml
 
 from xlnet.errors import UserError
-from xlnet.schema import write_text_atomically
+from xlnet.atomic_file import write_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +59,15 @@ def check_model_dir(model_dir, run_config):
 def save_run_config(model_dir, run_config, info):
     """Writes the run config and the identity of the dataset the run reads."""
     os.makedirs(model_dir, exist_ok=True)
-    write_text_atomically(os.path.join(model_dir, RUN_CONFIG_FILE), run_config.to_yaml())
-    write_text_atomically(os.path.join(model_dir, DATASET_FILE),
+    write_file(os.path.join(model_dir, RUN_CONFIG_FILE), run_config.to_yaml())
+    write_file(os.path.join(model_dir, DATASET_FILE),
                           json.dumps(dataset_identity(info), indent=2, sort_keys=True) + "\n")
 
 
 def save_init_checkpoint(model_dir, prefix, variables):
     """Records which original checkpoint a run started from (its step 0 weights)."""
     record = {"prefix": os.path.abspath(prefix), "variables": variables}
-    write_text_atomically(os.path.join(model_dir, INIT_CHECKPOINT_FILE),
+    write_file(os.path.join(model_dir, INIT_CHECKPOINT_FILE),
                           json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from xlnet import schema
+from xlnet.atomic_file import write_file
 
 
 def _segment(row, index, data, rng):
@@ -89,7 +90,7 @@ def write_dataset(directory, run_config, segments_per_stream=6, seed=0, n_token=
         passes=passes,
         num_examples=sum(len(v) for v in written.values()),
         source_files=["synthetic"])
-    schema.write_text_atomically(os.path.join(directory, schema.INFO_FILE), info.to_json())
+    write_file(os.path.join(directory, schema.INFO_FILE), info.to_json())
     if complete:
-        schema.write_text_atomically(os.path.join(directory, schema.COMPLETED_FILE), "")
+        write_file(os.path.join(directory, schema.COMPLETED_FILE), "")
     return written

@@ -13,7 +13,6 @@ copy of stream s (its examples carry reverse=1).
 
 import dataclasses
 import json
-import os
 
 from xlnet.errors import UserError
 
@@ -91,11 +90,3 @@ class DatasetInfo:
         if self.tokenizer.get("vocab_size") != run_config.model.n_token:
             raise UserError(f"{where}: the tokenizer has {self.tokenizer.get('vocab_size')} "
                             f"pieces but model.n_token is {run_config.model.n_token}")
-
-
-def write_text_atomically(path, text):
-    """Writes `path` through a temporary name, so a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -1,4 +1,5 @@
-"""Whole-file writes through Beam's FileSystems that a reader never sees half-done."""
+"""Whole-file writes through Beam's FileSystems (local, gs://, s3://) that a reader never sees
+half-done; used by every stage that writes a file another stage reads."""
 
 import uuid
 
