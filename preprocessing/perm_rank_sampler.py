@@ -8,6 +8,8 @@ first, which is the effective order of the original's two-block perm_mask (§5.3
 
 import numpy as np
 
+from preprocessing.random_order import random_orders
+
 
 def block_ranks(sigma, length):
     """Ranks of one half of `length` positions from within-block permutations σ.
@@ -33,8 +35,7 @@ class PermRankSampler:
 
     def sample(self, rng, count=1):
         """[count, L] int64 ranks, each row a permutation of 0..L-1."""
-        identity = np.broadcast_to(np.arange(self.perm_size), (count, 2, self.perm_size))
-        sigmas = rng.permuted(identity, axis=2)  # [count, 2, P]: σ of each half
+        sigmas = random_orders(rng, 2 * count, self.perm_size).reshape(count, 2, -1)  # [n, 2, P]
         first = block_ranks(sigmas[:, 0], self.reuse_len)  # [count, R]
         second = self.reuse_len + block_ranks(sigmas[:, 1], self.seq_len - self.reuse_len)
         return np.concatenate([first, second], axis=1)  # [count, L]

@@ -4,14 +4,17 @@ span_unit="token" is the original algorithm (§4.2) including QUIRK Q1 (a span c
 and may end mid-word) and Q12 (a span must end before the segment's last position).
 span_unit="word" covers n whole words instead and is cut where the goal is reached.
 Both finish with the uniform fill, so every mask holds exactly `goal` positions. The fill
-draws distinct free positions at once (the same distribution as the original's retry loop),
-so no configuration can make the sampler loop: it refuses a goal larger than the segment.
+has a bounded number of steps, so no configuration can make the sampler loop: it refuses a
+goal larger than the segment.
 
-`sample_batch` runs the sequential algorithm for many segments in lockstep (one span of every
-segment per numpy step), which is what makes it affordable per token.
+`sample_halves` runs the sequential algorithm for both halves of many examples in lockstep (one
+span of every half per numpy step), which is what makes it affordable per token. Rows live in
+one flat array, so halves of different lengths share every step.
 """
 
 import numpy as np
+
+from preprocessing.random_order import random_orders
 
 SPAN_UNITS = ("token", "word")
 
@@ -28,6 +31,8 @@ class SpanMaskSampler:
         weights = 1.0 / np.arange(1, max_gram + 1)  # p(n) ∝ 1/n (§4.3)
         self._cdf = np.cumsum(weights / weights.sum())
         self._cdf[-1] = 1.0
+        lengths = np.arange(max_gram + 1)
+        self._context = np.maximum(1, lengths * alpha // beta)  # [max_gram + 1]: by span length
 
     def sample(self, tokens, goal, reverse, rng):
         """One segment: (mask [S] bool, spans [(begin, end)] in `tokens` order)."""
@@ -42,104 +47,135 @@ class SpanMaskSampler:
         """
         tokens = np.asarray(tokens)
         batch, size = tokens.shape
-        if goal > size:
-            raise ValueError(f"mask goal {goal} exceeds the segment's {size} positions")
         if reverse:
             tokens = tokens[:, ::-1]  # restores forward reading order for backward rows
-        is_start = self.start_piece_table[tokens]  # [B, S]
-        rows, begins, ends = self._sample_spans(is_start, goal, rng)
-        masks = self._span_masks(batch, size, rows, begins, ends)  # [B, S]
+        sizes = np.full(batch, size)
+        masks, (rows, begins, ends) = self._sample(tokens, sizes, np.full(batch, goal), rng)
+        masks = masks.reshape(batch, size)
         self._fill(masks, goal, rng)
         if reverse:
             masks = masks[:, ::-1]
             begins, ends = size - ends, size - begins
+        order = np.lexsort((begins, rows))
+        return masks, (rows[order], begins[order], ends[order])
+
+    def sample_halves(self, input_ids, reuse_len, goals, reverse, rng):
+        """Examples [n, L] -> (masks [n, L] bool, spans (halves, begins, ends) [spans] each).
+
+        The first `reuse_len` positions of each row and the rest are masked separately, with
+        goals (first, second). Half h of row i is half 2i + h; span positions count from the
+        half's start in sampling order (for reversed rows: of the half read backwards)."""
+        count, seq_len = input_ids.shape
+        halves = ((0, reuse_len), (reuse_len, seq_len))
+        tokens = _reverse_halves(input_ids, reuse_len) if reverse else input_ids  # [n, L]
+        sizes = np.tile([reuse_len, seq_len - reuse_len], count)  # [2n]: halves in row order
+        masks, spans = self._sample(tokens, sizes, np.tile(goals, count), rng)
+        masks = masks.reshape(count, seq_len)
+        for (begin, end), goal in zip(halves, goals):
+            self._fill(masks[:, begin:end], goal, rng)
+        if reverse:
+            masks = _reverse_halves(masks, reuse_len)
+        return masks, spans
+
+    def _sample(self, tokens, sizes, goals, rng):
+        """Spans of consecutive rows of `tokens` (any shape, flattened) with `sizes` [rows] and
+        `goals` [rows] -> (flat span mask, (rows, begins, ends) within each row)."""
+        too_large = np.flatnonzero(goals > sizes)
+        if too_large.size:
+            row = too_large[0]
+            raise ValueError(f"mask goal {goals[row]} exceeds the segment's {sizes[row]} "
+                             "positions")
+        is_start = self.start_piece_table[np.ravel(tokens)]  # [N]
+        rows, begins, ends = self._sample_spans(is_start, sizes, goals, rng)
+        bases = np.cumsum(sizes) - sizes  # [rows]
+        span_sizes = ends - begins  # spans never overlap: the cursor moves past each
+        within = np.arange(span_sizes.sum()) - np.repeat(np.cumsum(span_sizes) - span_sizes,
+                                                          span_sizes)
+        masks = np.zeros(is_start.size, bool)  # [N]
+        masks[np.repeat(bases[rows] + begins, span_sizes) + within] = True
         return masks, (rows, begins, ends)
 
-    def _sample_spans(self, is_start, goal, rng):
-        batch, size = is_start.shape
-        row_index = np.arange(batch)
-        next_start = self._next_start(is_start)  # [B, S + 1]
-        start_positions, word_number = self._word_index(is_start)
+    def _sample_spans(self, is_start, sizes, goals, rng):
+        rows = sizes.size
+        bases = np.cumsum(sizes) - sizes  # [rows]
+        # Flat start positions, padded so that a word span's end can look max_gram words on.
+        starts = np.concatenate([np.flatnonzero(is_start),
+                                 np.full(self.max_gram + 1, is_start.size)])
         # Every accepted span adds >= 1 to the count, so goal + 1 steps always suffice.
-        lengths = np.searchsorted(self._cdf, rng.random((goal + 1, batch)), side="right") + 1
-        context_draws = rng.random((goal + 1, batch))
-        count = np.zeros(batch, np.int64)
-        cursor = np.zeros(batch, np.int64)
-        active = np.ones(batch, bool)
-        found = []
-        for step in range(goal + 1):
-            active &= (cursor < size) & (count < goal)
+        steps = int(goals.max()) + 1
+        lengths = np.searchsorted(self._cdf, rng.random((steps, rows)), side="right") + 1
+        context_draws = rng.random((steps, rows))
+        remaining = goals.astype(np.int64)  # [rows]
+        cursor = np.zeros(rows, np.int64)  # [rows]
+        active = np.ones(rows, bool)  # [rows]
+        accepted, begins, ends = [], [], []  # per step: [rows] each
+        for step in range(steps):
+            active = active & (cursor < sizes) & (remaining > 0)
             if not active.any():
                 break
-            length = np.minimum(lengths[step], goal - count)
-            context = np.maximum(1, length * self.alpha // self.beta)
+            length = np.minimum(lengths[step], remaining)
+            context = self._context[length]
             left_context = (context_draws[step] * context).astype(np.int64)
-            begin = next_start[row_index, np.minimum(cursor + left_context, size)]
-            active &= begin < size
-            begin = np.minimum(begin, size - 1)
+            start_index = np.searchsorted(starts, bases + np.minimum(cursor + left_context,
+                                                                      sizes))
+            begin = starts[start_index] - bases  # >= size when the row has no start left
             if self.span_unit == "token":
                 end = begin + length
             else:
-                word_end = start_positions[row_index, word_number[row_index, begin] + length]
-                end = np.minimum(word_end, begin + goal - count)
-            active &= end < size
-            found.append((row_index[active], begin[active], end[active]))
-            count = np.where(active, count + end - begin, count)
+                word_end = np.minimum(starts[start_index + length] - bases, sizes)
+                end = np.minimum(word_end, begin + remaining)
+            active = active & (end < sizes)
+            accepted.append(active)
+            begins.append(begin)
+            ends.append(end)
+            remaining = np.where(active, remaining - (end - begin), remaining)
             cursor = np.where(active, end + context - left_context, cursor)
-        if not found:
+        if not accepted:
             empty = np.zeros(0, np.int64)
             return empty, empty, empty
-        rows, begins, ends = (np.concatenate(parts) for parts in zip(*found))
-        order = np.lexsort((begins, rows))
-        return rows[order], begins[order], ends[order]
-
-    @staticmethod
-    def _span_masks(batch, size, rows, begins, ends):
-        change = np.zeros((batch, size + 1), np.int64)  # +1 where a span starts, -1 after it
-        np.add.at(change, (rows, begins), 1)
-        np.add.at(change, (rows, ends), -1)
-        return np.cumsum(change[:, :size], axis=1) > 0
+        accepted = np.stack(accepted)  # [steps, rows]
+        return np.nonzero(accepted)[1], np.stack(begins)[accepted], np.stack(ends)[accepted]
 
     @staticmethod
     def _fill(masks, goal, rng):
-        """Adds uniformly chosen free positions until each row holds `goal`."""
+        """Masks uniformly chosen free positions of `masks` [B, S] (a view, changed in place)
+        until each row holds `goal`.
+
+        As the original's retry loop: uniform draws, a draw that hits a masked position is
+        skipped. A fixed number of draws per row serves nearly every row; a row they leave
+        short takes the rest from a random order of its positions (still a uniform choice
+        among the free ones), so nothing loops.
+        """
         missing = goal - masks.sum(axis=1)  # [B]
-        if not missing.any():
+        rows = np.flatnonzero(missing > 0)
+        if not rows.size:
             return
-        keys = rng.random(masks.shape)  # [B, S]
-        keys[masks] = 2.0  # masked positions sort last
-        masks |= smallest_keys(keys, missing)
+        size = masks.shape[1]
+        draws = rng.integers(0, size, size=(rows.size, 2 * int(missing.max()) + 8))  # [b, K]
+        usable = ~masks[rows[:, None], draws] & ~_repeats_an_earlier_draw(draws)
+        taken = usable & (np.cumsum(usable, axis=1) <= missing[rows, None])  # [b, K]
+        masks[np.broadcast_to(rows[:, None], draws.shape)[taken], draws[taken]] = True
+        short = rows[taken.sum(axis=1) < missing[rows]]
+        if short.size:
+            orders = random_orders(rng, short.size, size)  # [s, S]
+            free = ~masks[short[:, None], orders]  # [s, S] in random order
+            still_missing = goal - masks[short].sum(axis=1)  # [s]
+            taken = free & (np.cumsum(free, axis=1) <= still_missing[:, None])
+            masks[np.broadcast_to(short[:, None], orders.shape)[taken], orders[taken]] = True
 
 
-    @staticmethod
-    def _next_start(is_start):
-        """next_start[b, k] = first start piece at or after k (S if none); [b, S] = S."""
-        batch, size = is_start.shape
-        positions = np.where(is_start, np.arange(size), size)
-        following = np.minimum.accumulate(positions[:, ::-1], axis=1)[:, ::-1]
-        return np.concatenate([following, np.full((batch, 1), size)], axis=1)
-
-    def _word_index(self, is_start):
-        """For word spans: start positions per row (padded with S) and each position's word."""
-        if self.span_unit != "word":
-            return None, None
-        batch, size = is_start.shape
-        word_number = np.cumsum(is_start, axis=1) - 1  # [B, S]: index of the word at k
-        padded = np.full((batch, size + self.max_gram + 1), size, np.int64)
-        rows, columns = np.nonzero(is_start)
-        padded[rows, word_number[rows, columns]] = columns
-        return padded, np.maximum(word_number, 0)
+def _repeats_an_earlier_draw(draws):
+    """[b, K] positions -> [b, K] bool: the same position was drawn earlier in the row."""
+    count = draws.shape[1]
+    keys = np.sort(draws * count + np.arange(count), axis=1)  # by position, then draw order
+    repeated = np.zeros(draws.shape, bool)
+    later = (keys[:, 1:] // count) == (keys[:, :-1] // count)  # [b, K-1]
+    rows = np.broadcast_to(np.arange(len(draws))[:, None], later.shape)
+    repeated[rows[later], keys[:, 1:][later] % count] = True
+    return repeated
 
 
-def smallest_keys(keys, counts):
-    """For each row of keys [B, S], its `counts` [B] smallest, ties to the lower position:
-    the first `counts` of a stable argsort, as a [B, S] bool mask. Sorting the values alone
-    and comparing with the row's threshold is ~15x faster than a stable argsort."""
-    rows = np.arange(keys.shape[0])
-    ordered = np.sort(keys, axis=1)  # [B, S]
-    threshold = np.where(counts > 0, ordered[rows, np.maximum(counts - 1, 0)], -np.inf)  # [B]
-    below = keys < threshold[:, None]  # [B, S]
-    tied = keys == threshold[:, None]  # [B, S]
-    ties_taken = (counts - below.sum(axis=1))[:, None]  # [B, 1]
-    return below | (tied & (np.cumsum(tied, axis=1) <= ties_taken))
-
+def _reverse_halves(values, reuse_len):
+    """Each row's first `reuse_len` positions and the rest reversed in place: [n, L] -> [n, L]."""
+    return np.concatenate([values[:, reuse_len - 1::-1] if reuse_len else values[:, :0],
+                           values[:, :reuse_len - 1:-1]], axis=1)

@@ -15,7 +15,7 @@ from preprocessing.segmenter import Segmenter
 from preprocessing.span_mask_sampler import SpanMaskSampler
 from xlnet.schema import stream_file
 
-_CHUNK_SEGMENTS = 256  # segments encoded together (bounded memory, numpy-sized batches)
+_CHUNK_SEGMENTS = 128  # segments encoded together (bounded memory, numpy-sized batches)
 RNG_DESCRIPTION = "numpy PCG64(SeedSequence(seed, spawn_key=(pass, stream))).spawn(3): " \
                   "A/B split, masks, ranks"
 
@@ -55,28 +55,20 @@ class StreamWriter:
         return entry, stats
 
     def _encode(self, batch, stream, reverse, mask_rng, rank_rng, stats):
-        reuse_len = self.config.reuse_len
-        first_goal, second_goal = self.config.predict_goals
         input_ids = batch.input_ids  # [n, L]
-        is_masked = np.zeros(input_ids.shape, dtype=np.int8)  # [n, L]
-        span_lengths = []
-        for begin, end, goal in ((0, reuse_len, first_goal),
-                                 (reuse_len, self.config.seq_len, second_goal)):
-            masks, (_, span_begins, span_ends) = self.mask_sampler.sample_batch(
-                input_ids[:, begin:end], goal, reverse, mask_rng)
-            is_masked[:, begin:end] = masks
-            span_lengths.append(span_ends - span_begins)
+        is_masked, (_, span_begins, span_ends) = self.mask_sampler.sample_halves(
+            input_ids, self.config.reuse_len, self.config.predict_goals, reverse, mask_rng)
         count = len(input_ids)
         labels = batch.label.astype(np.int64)
         stats["examples"] += count
         stats["label_true_b"] += int(labels.sum())
         stats["masked"] += int(is_masked.sum())
-        lengths, counts = np.unique(np.concatenate(span_lengths), return_counts=True)
+        lengths, counts = np.unique(span_ends - span_begins, return_counts=True)
         stats["span_lengths"].update(dict(zip(lengths.tolist(), counts.tolist())))
         return encode_examples({
             "input_ids": input_ids,
             "segment_ids": batch.segment_ids,
-            "is_masked": is_masked,
+            "is_masked": is_masked.view(np.int8),
             "perm_rank": self.rank_sampler.sample(rank_rng, count),
             "label": labels[:, None],
             "stream": np.full((count, 1), stream),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from preprocessing.span_mask_sampler import SpanMaskSampler, smallest_keys
+from preprocessing.span_mask_sampler import SpanMaskSampler
 
 VOCAB = 100
 # ids < 60 are word starts, the others continue a word
@@ -82,6 +82,24 @@ def test_no_configuration_loops_forever():
         SpanMaskSampler(TABLE, span_unit="sentence")
 
 
+@pytest.mark.parametrize("goal", [12, 28, 32])
+def test_the_fill_is_uniform_over_free_positions(goal):
+    """Without word starts every masked position comes from the fill; half the rows already
+    hold a span-like mask at 0..7 that the fill must leave alone and never count twice."""
+    sampler = SpanMaskSampler(np.zeros(VOCAB, bool))
+    rng = np.random.default_rng(11)
+    masks = np.zeros((6000, 32), bool)
+    masks[::2, :8] = True
+    sampler._fill(masks, goal, rng)
+    assert (masks.sum(axis=1) == goal).all() and masks[::2, :8].all()
+    if goal == 32:
+        return
+    for hits, critical in ((masks[1::2].sum(axis=0), 61.1),  # rows that started empty
+                           (masks[::2, 8:].sum(axis=0), 49.7)):  # the others' free positions
+        expected = hits.sum() / hits.size
+        assert ((hits - expected) ** 2 / expected).sum() < critical  # p = 0.001
+
+
 def test_same_generator_state_same_mask():
     sampler = SpanMaskSampler(TABLE)
     tokens = _segment(np.random.default_rng(5), 256)
@@ -105,12 +123,28 @@ def test_batch_rows_each_get_the_goal_and_word_aligned_spans(span_unit):
     assert len({m.tobytes() for m in masks}) == 64
 
 
-def test_smallest_keys_equal_a_stable_argsort_with_ties():
-    rng = np.random.default_rng(3)
-    keys = rng.integers(0, 4, size=(200, 30)) / 4.0  # [B, S] with many ties
-    counts = rng.integers(0, 31, size=200)
-    chosen = smallest_keys(keys, counts)
-    expected = np.zeros(keys.shape, bool)
-    for row, order in enumerate(np.argsort(keys, axis=1, kind="stable")):
-        expected[row, order[:counts[row]]] = True
-    assert np.array_equal(chosen, expected) and chosen.sum() == counts.sum()
+@pytest.mark.parametrize("span_unit", ["token", "word"])
+def test_halves_of_unequal_length_each_get_their_goal(span_unit):
+    sampler = SpanMaskSampler(TABLE, span_unit=span_unit)
+    rng = np.random.default_rng(9)
+    input_ids = np.stack([_segment(rng, 96) for _ in range(40)])  # [n, L], halves 32 + 64
+    for reverse in (False, True):
+        masks, (halves, begins, ends) = sampler.sample_halves(input_ids, 32, (9, 12), reverse,
+                                                              rng)
+        assert masks.shape == (40, 96)
+        assert (masks[:, :32].sum(axis=1) == 9).all() and (masks[:, 32:].sum(axis=1) == 12).all()
+        assert len(set(halves.tolist())) > 70  # nearly every half got spans
+        for half, begin, end in zip(halves, begins, ends):
+            first, last = (0, 32) if half % 2 == 0 else (32, 96)
+            tokens, mask = input_ids[half // 2, first:last], masks[half // 2, first:last]
+            if reverse:  # sampled on the half read backwards
+                tokens, mask = tokens[::-1], mask[::-1]
+            assert TABLE[tokens[begin]] and mask[begin:end].all()
+            assert end - begin <= (5 if span_unit == "token" else 12)
+
+
+def test_halves_refuse_a_goal_larger_than_their_half():
+    sampler = SpanMaskSampler(TABLE)
+    tokens = _segment(np.random.default_rng(10), 48)[None, :]
+    with pytest.raises(ValueError, match="mask goal 17 exceeds the segment's 16"):
+        sampler.sample_halves(tokens, 32, (10, 17), False, np.random.default_rng(0))
