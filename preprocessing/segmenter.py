@@ -2,14 +2,12 @@
 
 Segment k starts at stream offset k*R: its reuse part is stream[k*R : k*R+R], directly followed
 by A; B is the true continuation (label 1) or a random span of the same stream (label 0), with
-the original's draws, trimming and quirks (Q9). Python's unseeded `random` is replaced by a
-seeded numpy Generator (Q3). Targets are not stored (target = input, §5.4), so the split never
+the original's cases, trimming and quirks (Q9). Python's unseeded `random` is replaced by three
+seeded uniform draws per segment (Q3), so a batch of segments splits at once. Targets are not stored (target = input, §5.4), so the split never
 needs the token after B and cannot fail (Q14 does not arise): a stream of T >= L tokens gives
 (T - L) // R + 1 segments and drops fewer than L tokens at its end.
 """
 
-import array
-import bisect
 import dataclasses
 
 import numpy as np
@@ -32,44 +30,42 @@ def cut_points(sent_ids):
 
 
 def trim_to_total(a_len, b_len, total):
-    """§3.2 step 6 in closed form: shorten the longer part (ties: B) until a + b = total."""
-    excess = a_len + b_len - total
-    if excess <= 0:
-        return a_len, b_len
-    if a_len > b_len:
-        step = min(a_len - b_len, excess)
-        a_len, excess = a_len - step, excess - step
-    elif b_len > a_len:
-        step = min(b_len - a_len, excess)
-        b_len, excess = b_len - step, excess - step
-    return a_len - excess // 2, b_len - (excess + 1) // 2
+    """§3.2 step 6 in closed form, elementwise: shorten the longer part (ties: B) until
+    a + b = total. Returns (a_len, b_len)."""
+    excess = np.maximum(a_len + b_len - total, 0)
+    a_step = np.minimum(np.maximum(a_len - b_len, 0), excess)  # A longer: trim it to B's length
+    b_step = np.minimum(np.maximum(b_len - a_len, 0), excess)
+    a_len, b_len, excess = a_len - a_step, b_len - b_step, excess - a_step - b_step
+    return a_len - excess // 2, b_len - (excess + 1) // 2  # then alternately, B first
 
 
-def split_a_b(cuts, length, begin, total, rng):
-    """§3.2: chooses A and B for a segment whose A starts at `begin`.
+def split_a_b(cuts, length, begins, total, draws):
+    """§3.2 for the segments whose A starts at `begins` [n], at once.
 
-    `cuts` are the stream's cut points (a sequence: bisect on an array.array is much cheaper
-    per call than numpy's searchsorted), `length` its token count T, `total` = L - R - 3.
-    Returns (a_end, b_begin, b_end, label); A = stream[begin:a_end], B = stream[b_begin:b_end].
+    `cuts` are the stream's cut points, `length` its token count T, `total` = L - R - 3.
+    `draws` [n, 3] are uniform in [0, 1), one row per segment, in place of the original's
+    random() (true B when >= 0.5), choice(cuts) and randint(0, T - 1 - b_len).
+    Returns (a_end, b_begin, b_end, label), [n] each: A = stream[begin:a_end],
+    B = stream[b_begin:b_end].
     """
-    first = bisect.bisect_left(cuts, begin + 1)
-    stop = bisect.bisect_left(cuts, begin + total)
-    candidates = cuts[first:stop]  # cut points closer than `total` to begin
-    end = int(cuts[stop]) if stop < len(cuts) else length
-    if len(candidates) and rng.random() >= 0.5:
-        a_end = int(candidates[rng.integers(len(candidates))])
-        a_len, b_len = trim_to_total(a_end - begin, end - a_end, total)
-        return begin + a_len, a_end, a_end + b_len, 1
-    a_end = int(candidates[rng.integers(len(candidates))]) if len(candidates) else end
-    b_len = max(1, total - (a_end - begin))
-    b_begin = int(rng.integers(0, length - b_len))  # randint(0, T - 1 - b_len), inclusive
-    b_end = b_begin + b_len
-    sentence_start = bisect.bisect_right(cuts, b_begin) - 1
-    b_begin = int(cuts[sentence_start]) if sentence_start >= 0 else 0
-    sentence_end = bisect.bisect_left(cuts, b_end)
-    b_end = min(int(cuts[sentence_end]), length - 1) if sentence_end < len(cuts) else length - 1
-    a_len, b_len = trim_to_total(a_end - begin, b_end - b_begin, total)
-    return begin + a_len, b_begin, b_begin + b_len, 0
+    cuts = np.append(cuts, length)  # [C + 1]: the scan runs out at T
+    first = np.searchsorted(cuts, begins + 1)  # [n]: the first cut after begin
+    stop = np.searchsorted(cuts, begins + total)  # [n]: the first cut `total` or more away
+    candidates = stop - first  # [n]: cut points closer than `total` to begin
+    end = cuts[stop]  # [n]
+    chosen_cut = cuts[first + (draws[:, 1] * candidates).astype(np.int64)]  # [n]
+    true_b = (candidates > 0) & (draws[:, 0] >= 0.5)  # [n]
+    a_end = np.where(candidates > 0, chosen_cut, end)
+    # Random B: anywhere in the stream, widened to whole sentences.
+    b_len = np.maximum(1, total - (a_end - begins))
+    b_begin = (draws[:, 2] * (length - b_len)).astype(np.int64)
+    sentence = np.searchsorted(cuts, b_begin, side="right") - 1  # [n]: -1 in the first one
+    random_begin = np.where(sentence >= 0, cuts[np.maximum(sentence, 0)], 0)
+    random_end = np.minimum(cuts[np.searchsorted(cuts, b_begin + b_len)], length - 1)
+    b_begin = np.where(true_b, a_end, random_begin)
+    b_end = np.where(true_b, end, random_end)
+    a_len, b_len = trim_to_total(a_end - begins, b_end - b_begin, total)
+    return begins + a_len, b_begin, b_begin + b_len, true_b.astype(np.int64)
 
 
 @dataclasses.dataclass
@@ -102,18 +98,17 @@ class Segmenter:
 
     def batches(self, ids, sent_ids, rng, batch_size):
         """SegmentBatches of up to `batch_size` consecutive segments, in order."""
-        cuts = array.array("q", cut_points(sent_ids).astype(np.int64).tobytes())  # compact
-        length = ids.size
-        count = self.num_segments(length)
+        cuts = cut_points(sent_ids)
+        count = self.num_segments(ids.size)
         for first in range(0, count, batch_size):
-            indices = range(first, min(first + batch_size, count))
-            splits = np.array([split_a_b(cuts, length, (index + 1) * self.reuse_len,
-                                         self.total, rng) for index in indices])  # [n, 4]
-            yield self._layout(np.arange(first, first + len(indices)), ids, splits)
+            index = np.arange(first, min(first + batch_size, count))  # [n]
+            draws = rng.random((index.size, 3))  # [n, 3]
+            a_end, b_begin, _, label = split_a_b(cuts, ids.size, (index + 1) * self.reuse_len,
+                                                 self.total, draws)
+            yield self._layout(index, ids, a_end, b_begin, label)
 
-    def _layout(self, index, ids, splits):
+    def _layout(self, index, ids, a_end, b_begin, label):
         """[reuse part][A]<sep>[B]<sep><cls> of each segment; B always ends at L - 3."""
-        a_end, b_begin, _, label = splits.T  # [n] each
         first_len = a_end - index * self.reuse_len  # [n]: reuse part and A
         column = np.arange(self.seq_len)[None, :]  # [1, L]
         in_first = column < first_len[:, None]  # [n, L]

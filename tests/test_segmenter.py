@@ -4,8 +4,9 @@ from preprocessing.segmenter import Segmenter, cut_points, split_a_b, trim_to_to
 from xlnet.schema import CLS_ID, SEP_ID
 
 
-def _spec_split(sent_ids, begin, total, rng):
-    """§3.2 transcribed step by step, with the original's Python random calls mapped to rng."""
+def _spec_split(sent_ids, begin, total, draws):
+    """§3.2 transcribed step by step; the original's Python random calls read `draws` (three
+    uniforms): random() -> draws[0], choice(cuts) -> draws[1], randint(0, k) -> draws[2]."""
     length = len(sent_ids)
     end, cuts, e = length, [], begin + 1
     while e < length:
@@ -15,11 +16,11 @@ def _spec_split(sent_ids, begin, total, rng):
                 break
             cuts.append(e)
         e += 1
-    random_b = True if not cuts else rng.random() < 0.5
+    random_b = True if not cuts else draws[0] < 0.5
     if random_b:
-        a_end = end if not cuts else cuts[rng.integers(len(cuts))]
+        a_end = end if not cuts else cuts[int(draws[1] * len(cuts))]
         b_len = max(1, total - (a_end - begin))
-        b_begin = int(rng.integers(0, length - 1 - b_len + 1))
+        b_begin = int(draws[2] * (length - 1 - b_len + 1))
         b_end = b_begin + b_len
         while b_begin > 0 and sent_ids[b_begin - 1] == sent_ids[b_begin]:
             b_begin -= 1
@@ -27,7 +28,7 @@ def _spec_split(sent_ids, begin, total, rng):
             b_end += 1
         label = 0
     else:
-        a_end = cuts[rng.integers(len(cuts))]
+        a_end = cuts[int(draws[1] * len(cuts))]
         b_begin, b_end, label = a_end, end, 1
     while (a_end - begin) + (b_end - b_begin) > total:
         if a_end - begin > b_end - b_begin:
@@ -44,18 +45,21 @@ def _random_sent_ids(rng, length, mean_sentence):
 
 def test_split_matches_the_spec_transcription():
     rng = np.random.default_rng(0)
+    labels = []
     for trial in range(400):
         length = int(rng.integers(80, 400))
         sent_ids = _random_sent_ids(rng, length, mean_sentence=[3, 15, 60][trial % 3])
         total = int(rng.integers(5, 60))
-        begin = int(rng.integers(0, length - total - 3))
-        seed = int(rng.integers(1 << 30))
-        expected = _spec_split(sent_ids, begin, total, np.random.default_rng(seed))
-        got = split_a_b(cut_points(sent_ids), length, begin, total, np.random.default_rng(seed))
-        assert got == expected, (trial, got, expected)
-        a_end, b_begin, b_end, _ = got
-        assert a_end - begin >= 1 and b_end - b_begin >= 1
-        assert (a_end - begin) + (b_end - b_begin) == total
+        begins = rng.integers(0, length - total - 3, size=8)  # [n]
+        draws = rng.random((8, 3))  # [n, 3]
+        got = np.stack(split_a_b(cut_points(sent_ids), length, begins, total, draws), axis=1)
+        for begin, row_draws, split in zip(begins, draws, got.tolist()):
+            assert tuple(split) == _spec_split(sent_ids, begin, total, row_draws), trial
+            a_end, b_begin, b_end, label = split
+            assert a_end - begin >= 1 and b_end - b_begin >= 1
+            assert (a_end - begin) + (b_end - b_begin) == total
+            labels.append(label)
+    assert 0.3 < np.mean(labels) < 0.5  # true B: half of the segments that have a cut
 
 
 def test_trim_matches_the_loop():
@@ -68,7 +72,7 @@ def test_trim_matches_the_loop():
                         x -= 1
                     else:
                         y -= 1
-                assert trim_to_total(a, b, total) == (x, y)
+                assert tuple(trim_to_total(np.int64(a), np.int64(b), total)) == (x, y)
 
 
 def test_layout_length_invariant_and_reuse_continuation():
