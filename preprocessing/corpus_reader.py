@@ -1,11 +1,11 @@
 """Reads documents from text files: one sentence per line, a blank line ends a document (§1.4).
 
-A plain file is read in byte ranges so that one big file spreads over all workers. A document
-belongs to the range holding the offset of its first line, and the reader of that range follows
-it past the range end, so a document is never torn apart and never read twice. Its key
-(file index, offset of its first line) does not depend on the ranges, which keeps the output
-identical for any range size or worker count. A gzip file cannot be entered in the middle and
-is one range.
+A plain file is read in byte ranges so that one big file spreads over all workers, and small
+files are packed into ranges of the same size. A document belongs to the range holding the
+offset of its first line, and the reader of that range follows it past the range end, so a
+document is never torn apart and never read twice. Its key (file index, offset of its first
+line) does not depend on the ranges, which keeps the output identical for any range size or
+worker count. A gzip file cannot be entered in the middle and is one range.
 """
 
 import dataclasses
@@ -17,7 +17,7 @@ import numpy as np
 from xlnet.errors import UserError
 
 MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can use
-RANGE_BYTES = 2 << 20
+RANGE_BYTES = 1 << 20
 _WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() removes: the blank-line test
 _LOOKBACK_BYTES = 4096
 _BLOCK_BYTES = 1 << 20
@@ -60,16 +60,30 @@ def match_input_files(pattern):
 
 
 def plan_ranges(files, range_bytes=RANGE_BYTES):
-    """Cuts (path, size) files into FileRanges; empty files are skipped (§1.4)."""
-    ranges = []
+    """Cuts (path, size) files into ranges of at most `range_bytes` (a gzip file is one range
+    whatever its size): big files into pieces, small files and the pieces' tails packed
+    together, so that ranges are alike in size and any equal share of them is an equal share of
+    the work. A range is a tuple of FileRanges, read in order. Empty files are skipped (§1.4).
+    """
+    pieces = []  # (FileRange, bytes)
     for file_index, (path, size) in enumerate(files):
         if size == 0:
             continue
         if is_gzip(path):
-            ranges.append(FileRange(file_index, path, 0, -1))
+            pieces.append((FileRange(file_index, path, 0, -1), size))
             continue
         for start in range(0, size, range_bytes):
-            ranges.append(FileRange(file_index, path, start, min(start + range_bytes, size)))
+            end = min(start + range_bytes, size)
+            pieces.append((FileRange(file_index, path, start, end), end - start))
+    ranges, packed, packed_bytes = [], [], 0
+    for piece, size in pieces:
+        if packed and packed_bytes + size > range_bytes:
+            ranges.append(tuple(packed))
+            packed, packed_bytes = [], 0
+        packed.append(piece)
+        packed_bytes += size
+    if packed:
+        ranges.append(tuple(packed))
     return ranges
 
 

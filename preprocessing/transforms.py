@@ -30,7 +30,7 @@ def load_checked_tokenizer(path, sha256, uncased):
 
 
 class _TokenizeRangeFn(beam.DoFn):
-    """(range index, FileRange) -> (range index, counts): reads, tokenizes, parks."""
+    """(range index, range: FileRanges) -> (range index, counts): reads, tokenizes, parks."""
 
     def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, output_dir):
         self.tokenizer_path = tokenizer_path
@@ -47,9 +47,9 @@ class _TokenizeRangeFn(beam.DoFn):
                                                 self.uncased)
 
     def process(self, indexed_range):
-        range_index, file_range = indexed_range
+        range_index, pieces = indexed_range
         counts = collections.Counter()
-        documents = list(read_documents(file_range))
+        documents = [d for piece in pieces for d in read_documents(piece)]
         for document in documents:
             counts["documents"] += 1
             counts["lines"] += (len(document.lines) + document.non_utf8_lines

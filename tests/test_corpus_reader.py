@@ -11,7 +11,7 @@ TEXT = (b"first doc line one\nline two\n\n\n  \nsecond doc\r\n\nthird \xff\xfe b
 
 
 def _read_all(files, range_bytes):
-    return [d for r in plan_ranges(files, range_bytes) for d in read_documents(r)]
+    return [d for r in plan_ranges(files, range_bytes) for piece in r for d in read_documents(piece)]
 
 
 def _summary(documents):
@@ -81,3 +81,12 @@ def test_block_size_changes_nothing_at_line_limits(tmp_path, monkeypatch, block_
     monkeypatch.setattr(corpus_reader, "_BLOCK_BYTES", block_bytes)
     assert _summary(_read_all(files, 1 << 20)) == expected
     assert _summary(_read_all(files, 7)) == expected
+
+
+def test_ranges_cut_big_files_and_pack_small_ones():
+    files = [("a.txt", 2500), ("b.txt", 300), ("c.txt", 0), ("d.txt", 400), ("e.txt.gz", 5000),
+             ("f.txt", 100)]
+    ranges = corpus_reader.plan_ranges(files, range_bytes=1000)
+    summary = [[(r.file_index, r.start, r.end) for r in pieces] for pieces in ranges]
+    assert summary == [[(0, 0, 1000)], [(0, 1000, 2000)], [(0, 2000, 2500), (1, 0, 300)],
+                       [(3, 0, 400)], [(4, 0, -1)], [(5, 0, 100)]]

@@ -87,7 +87,7 @@ def _expected_streams(workspace, data):
     tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
     documents = [tokenize_document(tokenizer, d, data.use_eod)
                  for r in plan_ranges(match_input_files(workspace["input"]))
-                 for d in read_documents(r)]
+                 for piece in r for d in read_documents(piece)]
     documents = [d for d in documents if d is not None]
     streams = StreamAssigner(data.num_streams).assign([d.ids.size for d in documents])
     return {s: build_stream([d for d, d_stream in zip(documents, streams) if d_stream == s])[0]
