@@ -1,7 +1,7 @@
 """`xlnet prepare`: the Beam job, text files -> a dataset directory (xlnet/schema.py).
 
-Read and tokenize file ranges (tokens parked in OUTPUT/.tokens) -> balance documents over
-streams -> per stream and pass: segments, span masks, permutation ranks (and the reversed copy
+Read and tokenize file ranges (tokens parked in OUTPUT/.tokens) -> balance blocks of documents
+over streams -> per stream and pass: segments, span masks, permutation ranks (and the reversed copy
 for bi_data) -> stream files -> stats.json, dataset_info.json, COMPLETED. Options this command
 does not know go to Beam; without --runner it runs locally (FnApiRunner) with one worker
 process per core.
@@ -79,7 +79,7 @@ def build_pipeline(pipeline, file_ranges, data_config, tokenizer, output_dir, so
 
     range_results = pipeline | "TokenizeRanges" >> TokenizeRanges(
         file_ranges, tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod,
-        output_dir)
+        data_config.seq_len, output_dir)
     document_stats = range_results | "DocumentStats" >> SumCounts()
     files = (range_results
              | "AssignStreams" >> AssignStreams(output_dir, data_config.num_streams,

@@ -1,7 +1,9 @@
 """Documents -> token streams with sentence ids (spec §2), and the balanced stream assignment.
 
-The original concatenates whole files (shards) per task; here each document is assigned to one
-of `num_streams` streams, and a stream is its documents concatenated in corpus order.
+The original concatenates whole files (shards) per task; here the documents of a range are
+grouped in blocks of consecutive documents (about seq_len tokens), each block is assigned to one
+of `num_streams` streams, and a stream is its blocks concatenated in corpus order. A block is
+read back with one read, and consecutive text stays together as in the original's shards.
 Every document ends with one `<eod>` when use_eod is on (also the last one of a file, which
 the original leaves without, QUIRK Q8); the `<eod>` shares the sentence id of the sentence
 before it (QUIRK Q7), and every line boundary, document boundaries included, is a cut point.
@@ -66,11 +68,19 @@ def tokenize_documents(tokenizer, documents, use_eod):
                           document_lines=document_lines)
 
 
-class StreamAssigner:
-    """Deals documents, in corpus order, each to the stream holding the fewest tokens so far
-    (lowest index on ties), so stream lengths differ by at most one document.
+def document_blocks(document_tokens, block_tokens):
+    """Block number [D] of each document [D]: consecutive documents whose first token falls in
+    the same window of `block_tokens` tokens form a block."""
+    first_tokens = np.cumsum(document_tokens) - document_tokens  # [D]
+    windows = first_tokens // block_tokens  # [D], non-decreasing
+    return np.cumsum(np.diff(windows, prepend=-1) > 0) - 1
 
-    Documents arrive a file range at a time and only the per-stream totals are kept, so the
+
+class StreamAssigner:
+    """Deals blocks, in corpus order, each to the stream holding the fewest tokens so far
+    (lowest index on ties), so stream lengths differ by at most one block.
+
+    Blocks arrive a file range at a time and only the per-stream totals are kept, so the
     memory does not grow with the corpus. The corpus order (sorted files, byte offsets) does
     not depend on the runner or the workers, which makes the assignment deterministic.
     """
@@ -80,7 +90,7 @@ class StreamAssigner:
         self._loads = [(0, stream) for stream in range(num_streams)]
 
     def assign(self, lengths):
-        """Token counts [n] of the next documents -> their streams [n]."""
+        """Token counts [n] of the next blocks -> their streams [n]."""
         streams = np.empty(len(lengths), np.int64)
         for document, length in enumerate(np.asarray(lengths).tolist()):
             load, stream = heapq.heappop(self._loads)

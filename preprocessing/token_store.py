@@ -1,11 +1,12 @@
 """Tokenized documents parked in files between the two halves of the job.
 
-The tokenize step writes each file range's documents to one store file and passes on only
-their locations; the stream writer reads back the documents of its stream. The shuffle then
-carries a few numbers per document instead of its tokens, so neither the runner nor any worker
-holds more than one range or one stream of tokens at a time.
+The tokenize step writes each file range's documents to one store file, in blocks of
+consecutive documents, and passes on only the blocks' locations; the stream writer reads back
+the blocks of its stream, one read each. The shuffle then carries a few numbers per block
+instead of its tokens, so neither the runner nor any worker holds more than one range or one
+stream of tokens at a time.
 
-Store file: for each document, its ids then its line lengths, both int32 little-endian.
+Store file: for each block, its documents' ids then their line lengths, int32 little-endian.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import functools
 
 import numpy as np
 
+from preprocessing.stream_builder import document_blocks
 from xlnet.atomic_file import write_file
 
 STORE_DIR = ".tokens"
@@ -20,8 +22,8 @@ _INT32 = np.dtype("<i4")
 
 
 @dataclasses.dataclass
-class ParkedDocuments:
-    """Where documents are parked: parallel arrays [n], one entry per document."""
+class ParkedBlocks:
+    """Where blocks of documents are parked: parallel arrays [n], one entry per block."""
     range_indices: np.ndarray  # which store file
     store_offsets: np.ndarray  # byte offset in the store file
     tokens: np.ndarray
@@ -33,7 +35,7 @@ class ParkedDocuments:
                       for f in dataclasses.fields(cls)})
 
     def select(self, indices):
-        return ParkedDocuments(**{f.name: getattr(self, f.name)[indices]
+        return ParkedBlocks(**{f.name: getattr(self, f.name)[indices]
                                   for f in dataclasses.fields(self)})
 
 
@@ -58,9 +60,13 @@ def _open_store(output_dir, range_index, suffix="bin"):
                                         compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def write_store(output_dir, range_index, tokenized):
-    """Parks one range's TokenizedRange: its tokens, and an index of where each document is."""
-    tokens, lines = tokenized.document_tokens, tokenized.document_lines  # [D] each
+def write_store(output_dir, range_index, tokenized, block_tokens):
+    """Parks one range's TokenizedRange in blocks (`document_blocks`): its tokens, and an index
+    of where each block is."""
+    first_documents = np.flatnonzero(np.diff(
+        document_blocks(tokenized.document_tokens, block_tokens), prepend=-1))  # [K]
+    tokens, lines = (np.add.reduceat(counts, first_documents) if counts.size else counts
+                     for counts in (tokenized.document_tokens, tokenized.document_lines))  # [K]
     ends = np.cumsum(tokens + lines)  # [D] in int32 values
     starts = ends - tokens - lines
     data = np.empty(int(ends[-1]) if ends.size else 0, _INT32)
@@ -74,16 +80,16 @@ def write_store(output_dir, range_index, tokenized):
 
 
 def read_parked(output_dir, range_index):
-    """The ParkedDocuments of one range, in corpus order."""
+    """The ParkedBlocks of one range, in corpus order."""
     with _open_store(output_dir, range_index, "index") as f:
         index = np.frombuffer(f.read(), "<i8").reshape(3, -1).astype(np.int64)  # [3, n]
-    return ParkedDocuments(range_indices=np.full(index.shape[1], range_index, np.int64),
+    return ParkedBlocks(range_indices=np.full(index.shape[1], range_index, np.int64),
                            store_offsets=index[0], tokens=index[1], lines=index[2])
 
 
 def read_store(output_dir, parked):
-    """The documents of `parked`, concatenated in its order: (ids [T] int32, line lengths
-    [M] int64). Each store file is read once, front to back, a document at a time."""
+    """The blocks of `parked`, concatenated in its order: (ids [T] int32, line lengths
+    [M] int64). Each store file is read once, front to back, a block at a time."""
     data = [None] * parked.tokens.size
     sizes = (_INT32.itemsize * (parked.tokens + parked.lines)).tolist()
     for range_index in np.unique(parked.range_indices).tolist():
@@ -93,7 +99,7 @@ def read_store(output_dir, parked):
             for index, offset in zip(chosen, parked.store_offsets[chosen].tolist()):
                 f.seek(offset)
                 data[index] = f.read(sizes[index])
-    values = np.frombuffer(b"".join(data), _INT32)  # per document: its ids, its line lengths
+    values = np.frombuffer(b"".join(data), _INT32)  # per block: its ids, its line lengths
     is_id = np.repeat(np.tile([True, False], parked.tokens.size),
                       np.column_stack([parked.tokens, parked.lines]).ravel())
     return values[is_id].astype(np.int32), values[~is_id].astype(np.int64)

@@ -11,7 +11,7 @@ from preprocessing.corpus_reader import read_documents
 from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, sentence_stream,
                                           tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
-from preprocessing.token_store import ParkedDocuments, read_parked, read_store, write_store
+from preprocessing.token_store import ParkedBlocks, read_parked, read_store, write_store
 from xlnet.errors import UserError
 from xlnet.tokenizer import Tokenizer
 
@@ -32,11 +32,13 @@ def load_checked_tokenizer(path, sha256, uncased):
 class _TokenizeRangeFn(beam.DoFn):
     """(range index, range: FileRanges) -> (range index, counts): reads, tokenizes, parks."""
 
-    def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, output_dir):
+    def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, block_tokens,
+                 output_dir):
         self.tokenizer_path = tokenizer_path
         self.tokenizer_sha256 = tokenizer_sha256
         self.uncased = uncased
         self.use_eod = use_eod
+        self.block_tokens = block_tokens
         self.output_dir = output_dir
         self.counters = {name: _counter(name) for name in (
             "documents", "empty_documents", "lines", "tokens", "skipped_lines_non_utf8",
@@ -59,7 +61,7 @@ class _TokenizeRangeFn(beam.DoFn):
         tokenized = tokenize_documents(self.tokenizer, documents, self.use_eod)
         counts["empty_documents"] = len(documents) - tokenized.document_tokens.size
         counts["tokens"] = tokenized.ids.size
-        write_store(self.output_dir, range_index, tokenized)
+        write_store(self.output_dir, range_index, tokenized, self.block_tokens)
         for name, counter in self.counters.items():
             counter.inc(counts[name])
         yield range_index, dict(counts)
@@ -70,11 +72,11 @@ class TokenizeRanges(beam.PTransform):
     so one big file is tokenized by all of them."""
 
     def __init__(self, file_ranges, tokenizer_path, tokenizer_sha256, uncased, use_eod,
-                 output_dir):
+                 block_tokens, output_dir):
         super().__init__()
         self.file_ranges = file_ranges
         self.fn = _TokenizeRangeFn(tokenizer_path, tokenizer_sha256, uncased, use_eod,
-                                   output_dir)
+                                   block_tokens, output_dir)
 
     def expand(self, pbegin):
         return (pbegin
@@ -103,18 +105,18 @@ class SumCounts(beam.PTransform):
                 | "Sum" >> beam.CombineGlobally(_sum_counts))
 
 
-_FLUSH_DOCUMENTS = 1 << 20  # locations held by the assignment step before it hands them on
+_FLUSH_BLOCKS = 1 << 18  # locations held by the assignment step before it hands them on
 
 
 def _assign(range_results, output_dir, num_streams, seq_len):
-    """Reads the ranges' indexes in corpus order; yields (stream, (part, ParkedDocuments))."""
+    """Reads the ranges' indexes in corpus order; yields (stream, (part, ParkedBlocks))."""
     assigner = StreamAssigner(num_streams)
     pending, held, part = [], 0, 0
     for range_index in sorted(index for index, _ in range_results):
         parked = read_parked(output_dir, range_index)
         pending.append((parked, assigner.assign(parked.tokens)))
         held += parked.tokens.size
-        if held >= _FLUSH_DOCUMENTS:
+        if held >= _FLUSH_BLOCKS:
             yield from _stream_parts(pending, part, num_streams)
             pending, held, part = [], 0, part + 1
     yield from _stream_parts(pending, part, num_streams)
@@ -124,7 +126,7 @@ def _assign(range_results, output_dir, num_streams, seq_len):
 def _stream_parts(pending, part, num_streams):
     if not pending:
         return
-    parked = ParkedDocuments.concatenate([p for p, _ in pending])
+    parked = ParkedBlocks.concatenate([p for p, _ in pending])
     streams = np.concatenate([s for _, s in pending])
     by_stream = np.argsort(streams, kind="stable")  # keeps corpus order inside a stream
     bounds = np.searchsorted(streams[by_stream], np.arange(num_streams + 1))
@@ -134,10 +136,10 @@ def _stream_parts(pending, part, num_streams):
 
 
 class AssignStreams(beam.PTransform):
-    """(range index, counts) per range -> (stream, [(part, ParkedDocuments)]) (§2).
+    """(range index, counts) per range -> (stream, [(part, ParkedBlocks)]) (§2).
 
-    One step visits every document, but reads them a range at a time from the parked indexes
-    and hands the locations on in parts, so its memory does not grow with the corpus.
+    One step visits every block, but reads them a range at a time from the parked indexes and
+    hands the locations on in parts, so its memory does not grow with the corpus.
     """
 
     def __init__(self, output_dir, num_streams, seq_len):
@@ -171,7 +173,7 @@ class _WriteStreamFn(beam.DoFn):
 
     def process(self, stream_parts):
         stream, parts = stream_parts
-        parked = ParkedDocuments.concatenate([p for _, p in sorted(parts, key=lambda p: p[0])])
+        parked = ParkedBlocks.concatenate([p for _, p in sorted(parts, key=lambda p: p[0])])
         ids, sent_ids = sentence_stream(*read_store(self.output_dir, parked))
         directions = [(stream, False, ids, sent_ids)]
         if self.data_config.bi_data:
@@ -187,7 +189,7 @@ class _WriteStreamFn(beam.DoFn):
 
 
 class WriteStreams(beam.PTransform):
-    """(stream, [(part, ParkedDocuments)]) -> stream files of every pass.
+    """(stream, [(part, ParkedBlocks)]) -> stream files of every pass.
 
     Yields (pass, dataset_info entry, stats) per file."""
 

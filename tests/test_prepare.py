@@ -11,7 +11,8 @@ import pytest
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
 from preprocessing.prepare import run
-from preprocessing.stream_builder import StreamAssigner, build_stream, tokenize_document
+from preprocessing.stream_builder import (StreamAssigner, build_stream, document_blocks,
+                                          tokenize_document)
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 from xlnet import cli
 from xlnet.errors import UserError
@@ -84,13 +85,22 @@ def test_two_worker_processes_write_identical_bytes(workspace, prepared):
 
 
 def _expected_streams(workspace, data):
+    """Each stream's tokens, from the documents of each range dealt in blocks (§2)."""
     tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
-    documents = [tokenize_document(tokenizer, d, data.use_eod)
-                 for r in plan_ranges(match_input_files(workspace["input"]))
-                 for piece in r for d in read_documents(piece)]
-    documents = [d for d in documents if d is not None]
-    streams = StreamAssigner(data.num_streams).assign([d.ids.size for d in documents])
-    return {s: build_stream([d for d, d_stream in zip(documents, streams) if d_stream == s])[0]
+    blocks = []
+    for pieces in plan_ranges(match_input_files(workspace["input"])):
+        documents = [tokenize_document(tokenizer, d, data.use_eod)
+                     for piece in pieces for d in read_documents(piece)]
+        documents = [d for d in documents if d is not None]
+        if not documents:
+            continue
+        numbers = document_blocks(np.array([d.ids.size for d in documents]), data.seq_len)
+        blocks += [[d for d, n in zip(documents, numbers) if n == number]
+                   for number in range(numbers.max() + 1)]
+    streams = StreamAssigner(data.num_streams).assign(
+        [sum(d.ids.size for d in block) for block in blocks])
+    return {s: build_stream([d for block, b_stream in zip(blocks, streams) if b_stream == s
+                             for d in block])[0]
             for s in range(data.num_streams)}
 
 

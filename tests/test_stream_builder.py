@@ -4,8 +4,8 @@ import pytest
 from preprocessing.corpus_reader import Document
 from preprocessing.segmenter import cut_points
 from preprocessing.stream_builder import (StreamAssigner, TokenizedDocument, build_stream,
-                                          check_stream_lengths, tokenize_document,
-                                          tokenize_documents)
+                                          check_stream_lengths, document_blocks,
+                                          tokenize_document, tokenize_documents)
 from preprocessing.token_store import read_parked, read_store, write_store
 from tests.text_corpus import train_tiny_tokenizer
 from xlnet.errors import UserError
@@ -77,9 +77,22 @@ def test_a_range_tokenized_at_once_equals_each_document_and_parks_them(tmp_path,
     assert tokenized.document_tokens.tolist() == [d.ids.size for d in each]
     assert tokenized.ids.tolist() == [i for d in each for i in d.ids.tolist()]
     assert tokenized.line_lengths.tolist() == [n for d in each for n in d.line_lengths.tolist()]
-    write_store(str(tmp_path), 3, tokenized)
+    write_store(str(tmp_path), 3, tokenized, block_tokens=1)  # a block per document
     parked = read_parked(str(tmp_path), 3)
     ids, line_lengths = read_store(str(tmp_path), parked.select(np.array([2, 0, 1])))
     expected = [each[2], each[0], each[1]]
     assert ids.tolist() == [i for d in expected for i in d.ids.tolist()]
     assert line_lengths.tolist() == [n for d in expected for n in d.line_lengths.tolist()]
+    write_store(str(tmp_path), 4, tokenized, block_tokens=1000)  # one block
+    parked = read_parked(str(tmp_path), 4)
+    assert parked.tokens.tolist() == [tokenized.ids.size]
+    ids, line_lengths = read_store(str(tmp_path), parked)
+    assert ids.tolist() == tokenized.ids.tolist()
+    assert line_lengths.tolist() == tokenized.line_lengths.tolist()
+
+
+def test_blocks_are_runs_of_documents_starting_in_one_window():
+    document_tokens = np.array([5, 3, 4, 10, 1, 1, 30, 2])  # first tokens 0 5 8 12 22 23 24 54
+    assert document_blocks(document_tokens, 10).tolist() == [0, 0, 0, 1, 2, 2, 2, 3]
+    assert document_blocks(document_tokens, 1).tolist() == list(range(8))
+    assert document_blocks(np.zeros(0, np.int64), 10).tolist() == []
