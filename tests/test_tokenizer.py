@@ -3,6 +3,7 @@ import sentencepiece as spm
 import pytest
 
 from tests.text_corpus import train_tiny_tokenizer
+from xlnet import tokenizer as tokenizer_module
 from xlnet.errors import UserError
 from xlnet.schema import SPECIAL_PIECES
 from xlnet.tokenizer import (START_PUNCTUATION, WORD_START, Tokenizer, is_start_piece,
@@ -109,3 +110,14 @@ def test_normalising_lines_together_equals_each_line(uncased):
     assert normalize_lines(lines, uncased) == [normalize_text(x, uncased) for x in lines]
     assert normalize_lines([], uncased) == []
 
+
+def test_tidy_ascii_lines_are_recognised_and_every_space_is_caught():
+    spaces = "".join(c for c in map(chr, range(0x80)) if c.isspace())
+    assert sorted(spaces) == sorted(" \n" + tokenizer_module._OTHER_ASCII_SPACES)
+    tidy = ["Tidy text.", "Une ligne accentu\u00e9e.", "", "x", "``q''"]
+    assert normalize_lines(tidy, uncased=False) == [normalize_text(x, False) for x in tidy]
+    for space in spaces.replace("\n", "") + "\xa0\u3000":
+        for untidy in (f"a{space}b", f"{space}a", f"a{space}", space):
+            lines = tidy + [untidy, "tail"]
+            assert normalize_lines(lines, False) == [normalize_text(x, False) for x in lines], \
+                repr(untidy)

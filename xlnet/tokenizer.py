@@ -37,21 +37,36 @@ def _strip_accents(text):
     return "".join(c for c in text if not unicodedata.combining(c))
 
 
+# What str.split() splits on besides " " and "\n" in ASCII text (str.isspace).
+_OTHER_ASCII_SPACES = "\t\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+
 def normalize_lines(lines, uncased, keep_accents=False):
-    """normalize_text of each line (none holding a newline). Only the whitespace is collapsed
-    per line; the rest runs on the lines joined, which changes nothing: those steps act on
-    single characters, and a newline is neither a combining mark nor cased nor
-    case-ignorable, so it also bounds the final-sigma rule."""
+    """normalize_text of each line (none holding a newline). The ASCII lines, most of a
+    typical corpus, are normalised joined in one text (scans of a one-byte-per-character
+    string are cheap); the others one by one."""
+    is_ascii = [line.isascii() for line in lines]
+    if all(is_ascii):
+        return _normalize_ascii_lines(lines, uncased)
+    ascii_lines = iter(_normalize_ascii_lines(
+        [line for line, ascii in zip(lines, is_ascii) if ascii], uncased))
+    return [next(ascii_lines) if ascii else normalize_text(line, uncased, keep_accents)
+            for line, ascii in zip(lines, is_ascii)]
+
+
+def _normalize_ascii_lines(lines, uncased):
+    """normalize_text of ASCII lines, on their joined text: quotes and case act on single
+    characters, which a newline never joins; whitespace is collapsed per line, and only when
+    some line needs it."""
     if not lines:
         return []
-    text = "\n".join([" ".join(line.split()) for line in lines])
+    text = "\n".join(lines)
+    untidy = ("  " in text or " \n" in text or "\n " in text or text[:1] == " "
+              or text[-1:] == " " or any(space in text for space in _OTHER_ASCII_SPACES))
+    if untidy:
+        text = "\n".join([" ".join(line.split()) for line in lines])
     text = text.replace("``", '"').replace("''", '"')
-    if not keep_accents and not text.isascii():
-        text = "\n".join(line if line.isascii() else _strip_accents(line)
-                         for line in text.split("\n"))
-    if uncased:
-        text = text.lower()
-    return text.split("\n")
+    return (text.lower() if uncased else text).split("\n")
 
 
 def is_start_piece(piece):
