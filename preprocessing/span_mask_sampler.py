@@ -98,9 +98,12 @@ class SpanMaskSampler:
     def _sample_spans(self, is_start, sizes, goals, rng):
         rows = sizes.size
         bases = np.cumsum(sizes) - sizes  # [rows]
-        # Flat start positions, padded so that a word span's end can look max_gram words on.
-        starts = np.concatenate([np.flatnonzero(is_start),
-                                 np.full(self.max_gram + 1, is_start.size)])
+        found_starts = np.flatnonzero(is_start)  # [m]: flat start positions
+        # next_start[q]: index in `starts` of the first start at or after flat position q.
+        next_start = np.repeat(np.arange(found_starts.size + 1), np.diff(
+            found_starts, prepend=-1, append=is_start.size))  # [N + 1]
+        # Padded so that a word span's end can look max_gram words on.
+        starts = np.concatenate([found_starts, np.full(self.max_gram + 1, is_start.size)])
         # Every accepted span adds >= 1 to the count, so goal + 1 steps always suffice.
         steps = int(goals.max()) + 1
         lengths = np.searchsorted(self._cdf, rng.random((steps, rows)), side="right") + 1
@@ -116,8 +119,7 @@ class SpanMaskSampler:
             length = np.minimum(lengths[step], remaining)
             context = self._context[length]
             left_context = (context_draws[step] * context).astype(np.int64)
-            start_index = np.searchsorted(starts, bases + np.minimum(cursor + left_context,
-                                                                      sizes))
+            start_index = next_start[bases + np.minimum(cursor + left_context, sizes)]
             begin = starts[start_index] - bases  # >= size when the row has no start left
             if self.span_unit == "token":
                 end = begin + length
