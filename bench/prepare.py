@@ -2,9 +2,11 @@
 the same corpus (measured in the same run), and peak memory per Beam worker process.
 
 The corpus is built at run time from the docstrings of the Python standard library (the demo's
-corpus, one sentence per line); the 10x corpus repeats it ten times and uses ten times the streams.
+corpus, one sentence per line); the x10 corpus repeats it ten times and uses ten times the
+streams, and so on. The two largest runs also give the large-corpus rate, in which the job's
+fixed start-up and shut-down cancel.
 
-    .venv/bin/python bench/prepare.py [--scales 1,10] [--workers 2] [--workdir DIR] [beam options]
+    .venv/bin/python bench/prepare.py [--scales 1,10,30] [--workers 2] [--workdir DIR] [beam options]
 """
 
 import argparse
@@ -106,7 +108,8 @@ def run_prepare(argv):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", default="1,10", help="corpus copies to run, e.g. 1,10")
+    parser.add_argument("--scales", default="1,10,30",
+                        help="corpus sizes to run, in multiples of x1, ascending")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--streams", type=int, default=16, help="streams at scale 1")
     parser.add_argument("--base-copies", type=int, default=5,
@@ -153,10 +156,22 @@ def main(argv=None):
                     "%.0f MiB", scale, run["tokens"], seconds, end_to_end / 1e6,
                     100 * run["fraction_of_raw_1_thread"], 100 * run["fraction_of_raw_x_workers"],
                     args.workers, worker, controller)
+    first = results["runs"][0]
+    for run in results["runs"][1:]:
+        logger.info("peak worker memory x%d / x%d: %.2f", run["scale"], first["scale"],
+                    run["peak_worker_mib"] / first["peak_worker_mib"])
     if len(results["runs"]) > 1:
-        first, last = results["runs"][0], results["runs"][-1]
-        logger.info("peak worker memory x%d / x%d: %.2f", last["scale"], first["scale"],
-                    last["peak_worker_mib"] / first["peak_worker_mib"])
+        # The job's fixed cost (Beam start-up, worker processes, shut-down: ~2 s here) cancels
+        # in the difference of the two largest runs: the rate a large corpus sees.
+        smaller, larger = results["runs"][-2:]
+        marginal = ((larger["tokens"] - smaller["tokens"])
+                    / (larger["seconds"] - smaller["seconds"]))
+        fixed = smaller["seconds"] - smaller["tokens"] / marginal
+        results["large_corpus"] = {"tokens_per_s": marginal, "fixed_seconds": fixed,
+                                   "fraction_of_raw_1_thread": marginal / rate}
+        logger.info("large-corpus rate (x%d -> x%d): %.2f M tokens/s = %.0f%% of the raw "
+                    "1-thread rate, plus %.1f s fixed per job", smaller["scale"],
+                    larger["scale"], marginal / 1e6, 100 * marginal / rate, fixed)
     print(json.dumps(results, indent=2))
     return results
 
