@@ -84,6 +84,17 @@ def test_two_worker_processes_write_identical_bytes(workspace, prepared):
     assert all(first[name] == second[name] for name in first)
 
 
+def test_another_runner_writes_identical_bytes(workspace, prepared):
+    """Beam's older in-process DirectRunner shares no execution code with the FnApiRunner:
+    the job relies on Beam's model only (what Dataflow, Flink and Spark also provide)."""
+    output, _ = prepared
+    other = workspace["root"] / "bundle-based-direct-runner"
+    run(_argv(workspace, other, "--runner=BundleBasedDirectRunner"))
+    first, second = _files(output), _files(other)
+    assert sorted(first) == sorted(second)
+    assert all(first[name] == second[name] for name in first)
+
+
 def _expected_streams(workspace, data):
     """Each stream's tokens, from the documents of each range dealt in blocks (§2)."""
     tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
