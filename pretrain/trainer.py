@@ -9,6 +9,7 @@ replica count), clipped by global norm, and applied. Dropout seeds are stateless
 checkpoint (weights, optimizer, step, memory, position) continues the run exactly.
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -38,6 +39,14 @@ logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped on request after saving
+
+
+@dataclasses.dataclass
+class _DispatchedStep:
+    step: int
+    batch: dict  # per-replica input tensors
+    metrics: dict  # name -> scalar tensor, not read yet
+    memory: object  # the per-replica memory the step returned
 
 
 class Trainer:
@@ -223,7 +232,8 @@ class Trainer:
     def train(self, on_step=None):
         """Runs to `train.steps`; returns 0, or EXIT_TERMINATED after a SIGTERM (saved).
 
-        `on_step(trainer, step, batch, metrics)` is called after every step (tests use it).
+        `on_step(trainer, step, batch, metrics, memory)` is called for every step, with the
+        per-replica memory that step returned (tests use it).
         """
         train = self.config.train
         self.restore()
@@ -247,9 +257,13 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous_handler)
 
     def _loop(self, iterator, start, reporter, on_step):
+        """Dispatches step N, then reads step N-1's metrics: the device runs one step ahead of
+        the host's bookkeeping and never waits for it. Steps that save read their own
+        metrics first, so a checkpoint never follows an unchecked loss."""
         train = self.config.train
         memory = self.memory.current
         reporter.start(time.perf_counter())
+        pending = None  # the dispatched step whose metrics are not read yet
         for step in range(start + 1, train.steps + 1):
             self._maybe_profile(step, starting=True)
             batch = next(iterator)
@@ -258,29 +272,44 @@ class Trainer:
             self.memory.update(memory)
             self.step.assign(step)
             self.data_position.assign_add(train.grad_accum_steps)
-            values = {name: float(value) for name, value in metrics.items()}
-            stop = values.pop("stop") > 0  # SIGTERM on any worker
-            if not math.isfinite(values["loss"]):
-                raise UserError(
-                    f"step {step}: the loss is {values['loss']}; stopped without saving. Last "
-                    f"good checkpoint: {self.checkpoints.latest or 'none'} (lower "
-                    "train.learning_rate or raise train.warmup_steps, then run again)")
-            reporter.add(values)
-            if on_step is not None:
-                on_step(self, step, batch, values)
-            if step % train.log_every == 0 or step == train.steps:
-                reporter.log(step, float(self.schedule(step - 1)), time.perf_counter())
+            stop = pending is not None and self._finish(pending, reporter, on_step)
+            pending = _DispatchedStep(step, batch, metrics, memory)
+            saving = step % train.checkpoint_every == 0 or step == train.steps
+            if stop or saving or self._profile_ends(step):
+                stop = self._finish(pending, reporter, on_step) or stop
+                pending = None
             self._maybe_profile(step, starting=False)
-            if step % train.checkpoint_every == 0 or step == train.steps or stop:
+            if stop or saving:
                 self.save()
-            if stop:
+            if stop:  # SIGTERM on any worker: all of them stop after the same step
                 logger.info("stopped by SIGTERM at step %d; the checkpoint resumes it", step)
                 return EXIT_TERMINATED
         return 0
 
+    def _finish(self, dispatched, reporter, on_step):
+        """Reads a dispatched step's metrics: stops on a non-finite loss, reports, logs.
+        Returns whether a SIGTERM reached any worker by that step."""
+        step = dispatched.step
+        values = {name: float(value) for name, value in dispatched.metrics.items()}
+        stop = values.pop("stop") > 0
+        if not math.isfinite(values["loss"]):
+            raise UserError(
+                f"step {step}: the loss is {values['loss']}; stopped without saving. Last "
+                f"good checkpoint: {self.checkpoints.latest or 'none'} (lower "
+                "train.learning_rate or raise train.warmup_steps, then run again)")
+        reporter.add(values)
+        if on_step is not None:
+            on_step(self, step, dispatched.batch, values, dispatched.memory)
+        if step % self.config.train.log_every == 0 or step == self.config.train.steps:
+            reporter.log(step, float(self.schedule(step - 1)), time.perf_counter())
+        return stop
+
     def _request_stop(self, signum, frame):
         logger.info("SIGTERM: stopping after this step (a checkpoint will be saved)")
         self._stop_requested = True
+
+    def _profile_ends(self, step):
+        return bool(self.profile_steps) and self.chief and step == self.profile_steps[1]
 
     def _maybe_profile(self, step, starting):
         if not self.profile_steps or not self.chief:

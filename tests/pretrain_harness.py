@@ -24,8 +24,8 @@ def record_run(data_dir, model_dir, overrides, strategy=None):
     trainer = Trainer(load_run_config("tiny", overrides), data_dir, model_dir, strategy)
     records = {"memory": [], "stream": [], "index": [], "loss": [], "step": []}
 
-    def on_step(trainer, step, batch, metrics):
-        records["memory"].append(trainer.memory.gather().numpy())  # [G, N, M, D]
+    def on_step(trainer, step, batch, metrics, memory):
+        records["memory"].append(trainer.gather(memory).numpy())  # [G, N, M, D]
         for name in ("stream", "index"):
             # [A, b] per replica -> [A, G] in global row order; the last micro-step.
             records[name].append(trainer.gather(batch[name], axis=1).numpy()[-1])

@@ -61,9 +61,11 @@ def test_sigterm_and_sigkill_then_resume_give_the_uninterrupted_losses(tmp_path)
 
     command = _command(data, str(tmp_path / "interrupted"))
     status, first, log = _run(command, stop_at=2, sig=signal.SIGTERM)
-    # The request is all-reduced with the next step, so every worker stops at the same step.
+    # The request is all-reduced with the next step dispatched and read one step later (the
+    # host reads step N's metrics after dispatching N + 1), so every worker stops at the same
+    # step, at most three steps after the one logged when the signal came.
     stopped = max(first)
-    assert status == 143 and stopped in (3, 4)
+    assert status == 143 and stopped in (3, 4, 5)
     assert f"stopped by SIGTERM at step {stopped}" in log
     status, second, log = _run(command, stop_at=7, sig=signal.SIGKILL)  # after ckpt-6
     assert status == -signal.SIGKILL and f"at step {stopped}" in log
