@@ -19,6 +19,7 @@ import sys
 import time
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges
+from preprocessing.stream_builder import block_tokens_for
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
 from xlnet.errors import UserError
 from xlnet.run_config import load_run_config
@@ -73,13 +74,14 @@ def beam_options(extra_argv):
     return options
 
 
-def build_pipeline(pipeline, file_ranges, data_config, tokenizer, output_dir, source_files):
+def build_pipeline(pipeline, file_ranges, block_tokens, data_config, tokenizer, output_dir,
+                   source_files):
     from preprocessing.transforms import (AssignStreams, FinalizeDataset, SumCounts,
                                           TokenizeRanges, WriteStreams)
 
     range_results = pipeline | "TokenizeRanges" >> TokenizeRanges(
         file_ranges, tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod,
-        data_config.seq_len, output_dir)
+        block_tokens, output_dir)
     document_stats = range_results | "DocumentStats" >> SumCounts()
     files = (range_results
              | "AssignStreams" >> AssignStreams(output_dir, data_config.num_streams,
@@ -141,12 +143,15 @@ def prepare(args, extra_argv):
                                   "tokenizer_sha256": tokenizer.sha256,
                                   "source_files": source_files})
     options = beam_options(extra_argv)
-    logger.info("preparing %d files (%d bytes) into %s with %d streams, %d passes",
-                len(files), sum(size for _, size in files), output_dir,
-                data_config.num_streams, data_config.num_passes)
+    corpus_bytes = sum(size for _, size in files)
+    block_tokens = block_tokens_for(corpus_bytes, data_config.num_streams, data_config.seq_len)
+    logger.info("preparing %d files (%d bytes) into %s with %d streams (blocks of ~%d tokens), "
+                "%d passes", len(files), corpus_bytes, output_dir, data_config.num_streams,
+                block_tokens, data_config.num_passes)
     started = time.monotonic()
     result = _run_pipeline(options, lambda pipeline: build_pipeline(
-        pipeline, plan_ranges(files), data_config, tokenizer, output_dir, source_files))
+        pipeline, plan_ranges(files), block_tokens, data_config, tokenizer, output_dir,
+        source_files))
     with FileSystems.open(FileSystems.join(output_dir, STATS_FILE)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     _log_summary(result, stats, time.monotonic() - started, output_dir)

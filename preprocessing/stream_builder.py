@@ -68,6 +68,19 @@ def tokenize_documents(tokenizer, documents, use_eod):
                           document_lines=document_lines)
 
 
+BLOCKS_PER_STREAM = 256
+BYTES_PER_TOKEN = 4  # about right for English text and a 32k-piece vocabulary
+
+
+def block_tokens_for(corpus_bytes, num_streams, seq_len):
+    """Tokens per block: `seq_len`, or more for a large corpus, so that a stream gets about
+    BLOCKS_PER_STREAM blocks. A stream reads one block at a time and opens each parked range
+    it touches, so its reads stay bounded (a few hundred, not one per range of the corpus,
+    which matters on an object store); streams still differ by at most one block."""
+    estimated_tokens = corpus_bytes // BYTES_PER_TOKEN
+    return max(seq_len, estimated_tokens // (num_streams * BLOCKS_PER_STREAM))
+
+
 def document_blocks(document_tokens, block_tokens):
     """Block number [D] of each document [D]: consecutive documents whose first token falls in
     the same window of `block_tokens` tokens form a block."""

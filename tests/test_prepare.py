@@ -11,8 +11,8 @@ import pytest
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
 from preprocessing.prepare import run
-from preprocessing.stream_builder import (StreamAssigner, build_stream, document_blocks,
-                                          tokenize_document)
+from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, build_stream,
+                                          document_blocks, tokenize_document)
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 from xlnet import cli
 from xlnet.errors import UserError
@@ -98,14 +98,17 @@ def test_another_runner_writes_identical_bytes(workspace, prepared):
 def _expected_streams(workspace, data):
     """Each stream's tokens, from the documents of each range dealt in blocks (§2)."""
     tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
+    files = match_input_files(workspace["input"])
+    block_tokens = block_tokens_for(sum(size for _, size in files), data.num_streams,
+                                    data.seq_len)
     blocks = []
-    for pieces in plan_ranges(match_input_files(workspace["input"])):
+    for pieces in plan_ranges(files):
         documents = [tokenize_document(tokenizer, d, data.use_eod)
                      for piece in pieces for d in read_documents(piece)]
         documents = [d for d in documents if d is not None]
         if not documents:
             continue
-        numbers = document_blocks(np.array([d.ids.size for d in documents]), data.seq_len)
+        numbers = document_blocks(np.array([d.ids.size for d in documents]), block_tokens)
         blocks += [[d for d, n in zip(documents, numbers) if n == number]
                    for number in range(numbers.max() + 1)]
     streams = StreamAssigner(data.num_streams).assign(

@@ -3,8 +3,8 @@ import pytest
 
 from preprocessing.corpus_reader import Document
 from preprocessing.segmenter import cut_points
-from preprocessing.stream_builder import (StreamAssigner, TokenizedDocument, build_stream,
-                                          check_stream_lengths, document_blocks,
+from preprocessing.stream_builder import (StreamAssigner, TokenizedDocument, block_tokens_for,
+                                          build_stream, check_stream_lengths, document_blocks,
                                           tokenize_document, tokenize_documents)
 from preprocessing.token_store import read_parked, read_store, write_store
 from tests.text_corpus import train_tiny_tokenizer
@@ -89,6 +89,14 @@ def test_a_range_tokenized_at_once_equals_each_document_and_parks_them(tmp_path,
     ids, line_lengths = read_store(str(tmp_path), parked)
     assert ids.tolist() == tokenized.ids.tolist()
     assert line_lengths.tolist() == tokenized.line_lengths.tolist()
+
+
+def test_block_size_keeps_a_stream_to_a_few_hundred_blocks():
+    assert block_tokens_for(70 << 20, num_streams=160, seq_len=512) == 512  # the benchmark
+    ten_gigabytes = block_tokens_for(10 << 30, num_streams=512, seq_len=512)
+    assert ten_gigabytes > 512
+    stream_tokens = (10 << 30) // 4 // 512
+    assert 200 < stream_tokens / ten_gigabytes <= 256
 
 
 def test_blocks_are_runs_of_documents_starting_in_one_window():
