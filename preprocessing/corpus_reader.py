@@ -4,8 +4,8 @@ A plain file is read in byte ranges so that one big file spreads over all worker
 files are packed into ranges of the same size. A document belongs to the range holding the
 offset of its first line, and the reader of that range follows it past the range end, so a
 document is never torn apart and never read twice. Its key (file index, offset of its first
-line) does not depend on the ranges, which keeps the output identical for any range size or
-worker count. A gzip file cannot be entered in the middle and is one range.
+line) does not depend on the ranges, and the ranges depend only on the files, which keeps the
+output identical for any worker count or runner. A gzip file cannot be entered in the middle and is one range.
 """
 
 import dataclasses
@@ -202,6 +202,8 @@ def read_documents(file_range):
             if blank_before and document is not None:
                 yield document
                 document = None
+            if document is None and file_range.end != -1 and offsets[-1] >= file_range.end:
+                return  # whatever starts from here on belongs to the next ranges
         if document is not None:
             yield document
 

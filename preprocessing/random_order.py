@@ -8,14 +8,13 @@ keys is uniform, and so is the redraw, so every row is an exactly uniform permut
 
 import numpy as np
 
-_KEY_BITS = 32
-_MIN_RANDOM_BITS = 16  # below this, ties (and redraws) become common: use 64-bit keys
-
 
 def random_orders(rng, rows, size):
     """[rows, size] int64: each row a uniformly random permutation of 0..size-1."""
     index_bits = max(1, (size - 1).bit_length())
-    key_type = np.uint32 if _KEY_BITS - index_bits >= _MIN_RANDOM_BITS else np.uint64
+    # 32-bit keys while a row has a tie in fewer than ~1 in 16 rows (size² / 2 pairs, each
+    # tied with probability 2^-random_bits), else 64-bit keys.
+    key_type = np.uint32 if size * size < 1 << (32 - index_bits - 3) else np.uint64
     random_keys = rng.integers(0, np.iinfo(key_type).max, size=(rows, size), dtype=key_type,
                                endpoint=True)  # [rows, size]
     index_mask = key_type((1 << index_bits) - 1)

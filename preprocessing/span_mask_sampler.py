@@ -32,7 +32,9 @@ class SpanMaskSampler:
         self._cdf = np.cumsum(weights / weights.sum())
         self._cdf[-1] = 1.0
         lengths = np.arange(max_gram + 1)
-        self._context = np.maximum(1, lengths * alpha // beta)  # [max_gram + 1]: by span length
+        # Context by span length. The original draws from range(0) and crashes when
+        # n·alpha < beta; a context of 1 (no left context) keeps such settings usable.
+        self._context = np.maximum(1, lengths * alpha // beta)  # [max_gram + 1]
 
     def sample(self, tokens, goal, reverse, rng):
         """One segment: (mask [S] bool, spans [(begin, end)] in `tokens` order)."""
@@ -179,5 +181,5 @@ def _repeats_an_earlier_draw(draws):
 
 def _reverse_halves(values, reuse_len):
     """Each row's first `reuse_len` positions and the rest reversed in place: [n, L] -> [n, L]."""
-    return np.concatenate([values[:, reuse_len - 1::-1] if reuse_len else values[:, :0],
-                           values[:, :reuse_len - 1:-1]], axis=1)
+    return np.concatenate([values[:, :reuse_len][:, ::-1], values[:, reuse_len:][:, ::-1]],
+                          axis=1)

@@ -67,7 +67,7 @@ def write_store(output_dir, range_index, tokenized, block_tokens):
         document_blocks(tokenized.document_tokens, block_tokens), prepend=-1))  # [K]
     tokens, lines = (np.add.reduceat(counts, first_documents) if counts.size else counts
                      for counts in (tokenized.document_tokens, tokenized.document_lines))  # [K]
-    ends = np.cumsum(tokens + lines)  # [D] in int32 values
+    ends = np.cumsum(tokens + lines)  # [K] in int32 values
     starts = ends - tokens - lines
     data = np.empty(int(ends[-1]) if ends.size else 0, _INT32)
     data[np.repeat(starts - (np.cumsum(tokens) - tokens), tokens)
@@ -75,7 +75,7 @@ def write_store(output_dir, range_index, tokenized, block_tokens):
     data[np.repeat(starts + tokens - (np.cumsum(lines) - lines), lines)
          + np.arange(tokenized.line_lengths.size)] = tokenized.line_lengths
     write_file(store_path(output_dir, range_index), data.tobytes())
-    index = np.stack([starts * _INT32.itemsize, tokens, lines]).astype("<i8")  # [3, D]
+    index = np.stack([starts * _INT32.itemsize, tokens, lines]).astype("<i8")  # [3, K]
     write_file(store_path(output_dir, range_index, "index"), index.tobytes())
 
 

@@ -292,9 +292,11 @@ class Trainer:
         step = dispatched.step
         values = {name: float(value) for name, value in dispatched.metrics.items()}
         stop = values.pop("stop") > 0
-        if not math.isfinite(values["loss"]):
+        if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+            # A finite loss with non-finite gradients still leaves non-finite weights.
             raise UserError(
-                f"step {step}: the loss is {values['loss']}; stopped without saving. Last "
+                f"step {step}: the loss is {values['loss']} and the gradient norm "
+                f"{values['grad_norm']}; stopped without saving. Last "
                 f"good checkpoint: {self.checkpoints.latest or 'none'} (lower "
                 "train.learning_rate or raise train.warmup_steps, then run again)")
         reporter.add(values)
@@ -309,7 +311,8 @@ class Trainer:
         self._stop_requested = True
 
     def _profile_ends(self, step):
-        return bool(self.profile_steps) and self.chief and step == self.profile_steps[1]
+        # Every worker, not only the profiling chief: all must read a step at the same point.
+        return bool(self.profile_steps) and step == self.profile_steps[1]
 
     def _maybe_profile(self, step, starting):
         if not self.profile_steps or not self.chief:

@@ -90,3 +90,13 @@ def test_ranges_cut_big_files_and_pack_small_ones():
     summary = [[(r.file_index, r.start, r.end) for r in pieces] for pieces in ranges]
     assert summary == [[(0, 0, 1000)], [(0, 1000, 2000)], [(0, 2000, 2500), (1, 0, 300)],
                        [(3, 0, 400)], [(4, 0, -1)], [(5, 0, 100)]]
+
+
+def test_a_file_without_blank_lines_is_one_document_whatever_the_ranges(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_bytes(b"".join(b"sentence %d\n" % i for i in range(3000)))
+    files = match_input_files(str(path))
+    documents = _read_all(files, 1000)
+    assert len(documents) == 1 and len(documents[0].lines) == 3000
+    later = corpus_reader.plan_ranges(files, 1000)[5][0]
+    assert list(read_documents(later)) == []

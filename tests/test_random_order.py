@@ -31,10 +31,10 @@ def test_position_of_each_item_is_uniform():
 
 
 def test_rows_with_ties_are_redrawn_as_permutations():
-    """40,000 positions leave 16 random bits per key: every row has ties and is redrawn."""
-    orders = random_orders(np.random.default_rng(3), 4, 40000)
-    assert (np.sort(orders, axis=1) == np.arange(40000)).all()
-    assert len({tuple(o[:10]) for o in orders}) == 4
+    """512 positions leave 23 random bits per 32-bit key: ~1.6% of rows tie and are redrawn."""
+    orders = random_orders(np.random.default_rng(3), 2000, 512)
+    assert (np.sort(orders, axis=1) == np.arange(512)).all()
+    assert len({tuple(o[:10]) for o in orders}) == 2000
 
 
 def test_same_seed_same_orders():

@@ -148,3 +148,11 @@ def test_halves_refuse_a_goal_larger_than_their_half():
     tokens = _segment(np.random.default_rng(10), 48)[None, :]
     with pytest.raises(ValueError, match="mask goal 17 exceeds the segment's 16"):
         sampler.sample_halves(tokens, 32, (10, 17), False, np.random.default_rng(0))
+
+
+def test_halves_allow_an_empty_first_half():
+    sampler = SpanMaskSampler(TABLE)
+    tokens = np.stack([_segment(np.random.default_rng(12), 20) for _ in range(3)])
+    for reverse in (False, True):
+        masks, _ = sampler.sample_halves(tokens, 0, (0, 5), reverse, np.random.default_rng(0))
+        assert (masks.sum(axis=1) == 5).all()
