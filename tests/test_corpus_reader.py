@@ -42,10 +42,13 @@ def test_gzip_reads_like_plain(tmp_path):
     with gzip.open(tmp_path / "b.txt.gz", "wb") as f:
         f.write(TEXT)
     files = match_input_files(str(tmp_path / "*"))
-    documents = _read_all(files, 5)
-    plain = [d for d in documents if d.key[0] == 0]
-    zipped = [d for d in documents if d.key[0] == 1]
-    assert [(d.key[1], d.lines) for d in plain] == [(d.key[1], d.lines) for d in zipped]
+    for range_bytes in (5, 1 << 20):  # the gzip file alone, or packed with the plain one
+        documents = _read_all(files, range_bytes)
+        plain = [d for d in documents if d.key[0] == 0]
+        zipped = [d for d in documents if d.key[0] == 1]
+        assert plain and [(d.key[1], d.lines) for d in plain] == [(d.key[1], d.lines)
+                                                                   for d in zipped]
+    assert len(corpus_reader.plan_ranges(files, 1 << 20)) == 1
 
 
 def test_a_50_megabyte_line_is_skipped_and_counted(tmp_path):
