@@ -88,8 +88,8 @@ class SpanMaskSampler:
             raise ValueError(f"mask goal {goals[row]} exceeds the segment's {sizes[row]} "
                              "positions")
         is_start = self.start_piece_table[np.ravel(tokens)]  # [N]
-        rows, begins, ends = self._sample_spans(is_start, sizes, goals, rng)
-        bases = np.cumsum(sizes) - sizes  # [rows]
+        bases = np.cumsum(sizes) - sizes  # [rows]: where each row starts in the flat array
+        rows, begins, ends = self._sample_spans(is_start, bases, sizes, goals, rng)
         span_sizes = ends - begins  # spans never overlap: the cursor moves past each
         within = np.arange(span_sizes.sum()) - np.repeat(np.cumsum(span_sizes) - span_sizes,
                                                           span_sizes)
@@ -97,9 +97,8 @@ class SpanMaskSampler:
         masks[np.repeat(bases[rows] + begins, span_sizes) + within] = True
         return masks, (rows, begins, ends)
 
-    def _sample_spans(self, is_start, sizes, goals, rng):
+    def _sample_spans(self, is_start, bases, sizes, goals, rng):
         rows = sizes.size
-        bases = np.cumsum(sizes) - sizes  # [rows]
         found_starts = np.flatnonzero(is_start)  # [m]: flat start positions
         # next_start[q]: index in `starts` of the first start at or after flat position q.
         next_start = np.repeat(np.arange(found_starts.size + 1), np.diff(
