@@ -5,7 +5,8 @@ files are packed into ranges of the same size. A document belongs to the range h
 offset of its first line, and the reader of that range follows it past the range end, so a
 document is never torn apart and never read twice. Its key (file index, offset of its first
 line) does not depend on the ranges, and the ranges depend only on the files, which keeps the
-output identical for any worker count or runner. A gzip file cannot be entered in the middle and is one range.
+output identical for any worker count or runner. A gzip file cannot be entered in the middle
+and is one range.
 """
 
 import dataclasses

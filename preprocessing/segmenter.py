@@ -3,9 +3,10 @@
 Segment k starts at stream offset k*R: its reuse part is stream[k*R : k*R+R], directly followed
 by A; B is the true continuation (label 1) or a random span of the same stream (label 0), with
 the original's cases, trimming and quirks (Q9). Python's unseeded `random` is replaced by three
-seeded uniform draws per segment (Q3), so a batch of segments splits at once. Targets are not stored (target = input, §5.4), so the split never
-needs the token after B and cannot fail (Q14 does not arise): a stream of T >= L tokens gives
-(T - L) // R + 1 segments and drops fewer than L tokens at its end.
+seeded uniform draws per segment (Q3), so a batch of segments splits at once. Targets are not
+stored (target = input, §5.4), so the split never needs the token after B and cannot fail
+(Q14 does not arise): a stream of T >= L tokens gives (T - L) // R + 1 segments and drops
+fewer than L tokens at its end.
 """
 
 import dataclasses

@@ -1,8 +1,8 @@
 """Documents -> token streams with sentence ids (spec §2), and the balanced stream assignment.
 
 The original concatenates whole files (shards) per task; here the documents of a range are
-grouped in blocks of consecutive documents (about seq_len tokens), each block is assigned to one
-of `num_streams` streams, and a stream is its blocks concatenated in corpus order. A block is
+grouped in blocks of consecutive documents (seq_len tokens or more), each block is assigned to
+one of `num_streams` streams, and a stream is its blocks concatenated in corpus order. A block is
 read back with one read, and consecutive text stays together as in the original's shards.
 Every document ends with one `<eod>` when use_eod is on (also the last one of a file, which
 the original leaves without, QUIRK Q8); the `<eod>` shares the sentence id of the sentence
@@ -105,9 +105,9 @@ class StreamAssigner:
     def assign(self, lengths):
         """Token counts [n] of the next blocks -> their streams [n]."""
         streams = np.empty(len(lengths), np.int64)
-        for document, length in enumerate(np.asarray(lengths).tolist()):
+        for block, length in enumerate(np.asarray(lengths).tolist()):
             load, stream = heapq.heappop(self._loads)
-            streams[document] = stream
+            streams[block] = stream
             heapq.heappush(self._loads, (load + length, stream))
         return streams
 

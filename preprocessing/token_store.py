@@ -36,13 +36,13 @@ class ParkedBlocks:
 
     def select(self, indices):
         return ParkedBlocks(**{f.name: getattr(self, f.name)[indices]
-                                  for f in dataclasses.fields(self)})
+                               for f in dataclasses.fields(self)})
 
 
 @functools.lru_cache(maxsize=16)
 def _filesystem(output_dir):
     """Beam's FileSystems looks the scheme up among its plugins on every call; a stream reads
-    from every range's file, so the lookup is done once."""
+    from many ranges' files, so the lookup is done once."""
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems.get_filesystem(output_dir)

@@ -11,7 +11,8 @@ TEXT = (b"first doc line one\nline two\n\n\n  \nsecond doc\r\n\nthird \xff\xfe b
 
 
 def _read_all(files, range_bytes):
-    return [d for r in plan_ranges(files, range_bytes) for piece in r for d in read_documents(piece)]
+    return [d for pieces in plan_ranges(files, range_bytes) for piece in pieces
+            for d in read_documents(piece)]
 
 
 def _summary(documents):
