@@ -6,7 +6,8 @@ corpus, one sentence per line); the x10 corpus repeats it ten times and uses ten
 streams, and so on. The two largest runs also give the large-corpus rate, in which the job's
 fixed start-up and shut-down cancel.
 
-    .venv/bin/python bench/prepare.py [--scales 1,10,30] [--workers 2] [--workdir DIR] [beam options]
+    .venv/bin/python bench/prepare.py [--scales 1,10,30] [--workers 2] [--workdir DIR] \
+        [beam options]
 """
 
 import argparse

@@ -155,9 +155,6 @@ class Tokenizer:
         new_pieces.append(piece[-1])
         return [self._sp.piece_to_id(p) for p in new_pieces]
 
-    def normalize(self, line):
-        return normalize_text(line, self.uncased)
-
     def encode_lines(self, lines):
         """Normalises and encodes lines in one call.
 
@@ -188,7 +185,3 @@ class Tokenizer:
 
     def id_to_piece(self, index):
         return self._sp.id_to_piece(int(index))
-
-    def raw_encode(self, lines):
-        """SentencePiece alone, without normalisation or fix-up (the benchmark's baseline)."""
-        return self._sp.encode(lines, num_threads=1)
