@@ -19,10 +19,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from xlnet.config import XLNetConfig  # noqa: E402
-from xlnet.lm_loss import masked_lm_loss  # noqa: E402
-from xlnet.permutation import permutation_inputs, sample_perm_ranks  # noqa: E402
-from xlnet.xlnet_lm import XLNetLM  # noqa: E402
+from xlnet.config.model_config import XLNetConfig  # noqa: E402
+from xlnet.model.lm_loss import masked_lm_loss  # noqa: E402
+from xlnet.model.permutation import permutation_inputs, sample_perm_ranks  # noqa: E402
+from xlnet.model.xlnet_lm import XLNetLM  # noqa: E402
 
 log = logging.getLogger("bench.model_step")
 

@@ -22,7 +22,7 @@ from preprocessing.corpus_reader import match_input_files, plan_ranges
 from preprocessing.stream_builder import block_tokens_for
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
 from xlnet.errors import UserError
-from xlnet.run_config import load_run_config
+from xlnet.config.run_config import load_run_config
 from xlnet.schema import STATS_FILE
 from xlnet.tokenizer import Tokenizer
 
@@ -172,7 +172,7 @@ def run(argv):
 
 
 def main():
-    from xlnet.cli import main as cli_main
+    from xlnet.commands.main import main as cli_main
 
     return cli_main(["prepare", *sys.argv[1:]])
 

@@ -12,7 +12,7 @@ import os
 
 from xlnet.errors import UserError
 from xlnet.export import TOKENIZER_FILE
-from xlnet.original_checkpoint import LM_BIAS, checkpoint_prefix, read_original_checkpoint
+from xlnet.formats.original_checkpoint import LM_BIAS, checkpoint_prefix, read_original_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from xlnet import schema
 from xlnet.errors import UserError
-from xlnet.permutation import permutation_inputs, sample_perm_ranks
+from xlnet.model.permutation import permutation_inputs, sample_perm_ranks
 
 
 
@@ -152,7 +152,7 @@ class InputPipeline:
 
     def __init__(self, plan, data, seed, grad_accum_steps=1, resample_perm=False):
         self.plan = plan
-        self.data = data  # xlnet.data_config.DataConfig (seq_len, reuse_len, ...)
+        self.data = data  # xlnet.config.data_config.DataConfig (seq_len, reuse_len, ...)
         self.seed = seed
         self.grad_accum_steps = grad_accum_steps
         self.resample_perm = resample_perm

@@ -3,7 +3,7 @@
 import logging
 
 from xlnet.errors import UserError
-from xlnet.run_config import load_run_config
+from xlnet.config.run_config import load_run_config
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from pretrain.memory_state import MemoryState
 from pretrain.optimizer import AdamWeightDecay
 from pretrain.summaries import StepReporter, detect_peak_tflops
 from xlnet.errors import UserError
-from xlnet.lm_loss import per_example_lm_loss
-from xlnet.original_checkpoint import assign_to_model
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.model.lm_loss import per_example_lm_loss
+from xlnet.formats.original_checkpoint import assign_to_model
+from xlnet.model.xlnet_lm import XLNetLM
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ them: the shared reference for the checkpoint, export and keras-xlnet compatibil
 import numpy as np
 
 from xlnet import XLNetConfig
-from xlnet.hf_export import write_hf
-from xlnet.original_checkpoint import original_shapes
+from xlnet.formats.hf_export import write_hf
+from xlnet.formats.original_checkpoint import original_shapes
 
 TINY = XLNetConfig(n_layer=2, d_model=32, n_head=4, d_head=8, d_inner=64, n_token=100,
                    mem_len=8, reuse_len=4, dropout=0.0, dropatt=0.0)

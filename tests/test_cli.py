@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from xlnet.cli import COMMANDS
+from xlnet.commands.main import COMMANDS
 
-XLNET = [sys.executable, "-m", "xlnet.cli"]
+XLNET = [sys.executable, "-m", "xlnet"]
 
 
 def run_xlnet(*args, cwd=None):

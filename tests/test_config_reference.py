@@ -1,6 +1,6 @@
 import os
 
-from xlnet.config_reference import with_reference
+from xlnet.config.config_reference import with_reference
 
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
 
@@ -10,4 +10,4 @@ def test_readme_configuration_reference_is_current():
         text = f.read()
     assert with_reference(text) == text, (
         "README's configuration reference is stale: run "
-        "`.venv/bin/python -m xlnet.config_reference README.md`")
+        "`.venv/bin/python -m xlnet.config.config_reference README.md`")

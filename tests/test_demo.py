@@ -23,7 +23,7 @@ TENSORBOARD_TAGS = tuple(f"train/{name}" for name in (
 def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo") / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "xlnet.cli", "demo", "--workdir", str(workdir), "--steps", "80",
+        [sys.executable, "-m", "xlnet", "demo", "--workdir", str(workdir), "--steps", "80",
          "--max-documents", "1500"],
         capture_output=True, text=True, timeout=900,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -10,9 +10,10 @@ import torch
 
 from dataset_fixture import write_dataset
 from xlnet import load_run_config
-from xlnet.cli import main
-from xlnet.original_checkpoint import assign_to_model, model_arrays, read_original_checkpoint
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.commands.main import main
+from xlnet.formats.original_checkpoint import (assign_to_model, model_arrays,
+                                             read_original_checkpoint)
+from xlnet.model.xlnet_lm import XLNetLM
 
 TOLERANCE = 1e-4
 

@@ -9,9 +9,9 @@ from safetensors.numpy import load_file
 
 from checkpoint_fixture import TINY, hf_model, random_arrays
 from xlnet import UserError
-from xlnet.hf_export import hf_config
-from xlnet.original_checkpoint import assign_to_model
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.formats.hf_export import hf_config
+from xlnet.formats.original_checkpoint import assign_to_model
+from xlnet.model.xlnet_lm import XLNetLM
 
 TOLERANCE = 1e-4
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xlnet.config import XLNetConfig
-from xlnet.hf_export import hf_state_dict
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.config.model_config import XLNetConfig
+from xlnet.formats.hf_export import hf_state_dict
+from xlnet.model.xlnet_lm import XLNetLM
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -15,7 +15,7 @@ from xlnet import UserError
 from xlnet.keras_compat import (ATTENTION_TYPE_BI, ATTENTION_TYPE_UNI, build_xlnet,
                                 get_custom_objects, load_model_weights_from_checkpoint,
                                 load_trained_model_from_checkpoint)
-from xlnet.original_checkpoint import write_original_checkpoint
+from xlnet.formats.original_checkpoint import write_original_checkpoint
 from xlnet.schema import PAD_ID
 
 TOLERANCE = 1e-4

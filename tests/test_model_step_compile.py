@@ -19,10 +19,10 @@ cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras
-from xlnet.config import XLNetConfig
-from xlnet.lm_loss import masked_lm_loss, per_example_lm_loss
-from xlnet.permutation import permutation_inputs
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.config.model_config import XLNetConfig
+from xlnet.model.lm_loss import masked_lm_loss, per_example_lm_loss
+from xlnet.model.permutation import permutation_inputs
+from xlnet.model.xlnet_lm import XLNetLM
 
 BATCH, SEQ_LEN, NUM_TARGETS, REPLICAS = 4, 16, 3, 2
 config = XLNetConfig(n_layer=2, d_model=32, n_head=4, d_head=8, d_inner=64, n_token=100,

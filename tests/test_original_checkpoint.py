@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from checkpoint_fixture import TINY, random_arrays
 from xlnet import UserError, XLNetConfig
-from xlnet.original_checkpoint import (CHECKPOINT_NAME, CONFIG_NAME, original_shapes,
+from xlnet.formats.original_checkpoint import (CHECKPOINT_NAME, CONFIG_NAME, original_shapes,
                                        read_original_checkpoint, write_original_checkpoint)
 
 

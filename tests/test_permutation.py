@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xlnet.permutation import (permutation_inputs, ranks_from_block_permutation,
+from xlnet.model.permutation import (permutation_inputs, ranks_from_block_permutation,
                                sample_perm_ranks)
 from xlnet.schema import CLS_ID, SEP_ID
 

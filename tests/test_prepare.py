@@ -14,9 +14,9 @@ from preprocessing.prepare import run
 from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, build_stream,
                                           document_blocks, tokenize_document)
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
-from xlnet import cli
+from xlnet.commands import main as cli
 from xlnet.errors import UserError
-from xlnet.run_config import load_run_config
+from xlnet.config.run_config import load_run_config
 from xlnet.schema import COMPLETED_FILE, SEP_ID, DatasetInfo
 from xlnet.tokenizer import Tokenizer
 

@@ -18,8 +18,8 @@ from dataset_fixture import write_dataset
 from pretrain.checkpointing import model_weights
 from pretrain_harness import record_run
 from xlnet import load_run_config
-from xlnet.permutation import permutation_inputs
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.model.permutation import permutation_inputs
+from xlnet.model.xlnet_lm import XLNetLM
 
 SEGMENTS = 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,7 +172,7 @@ def _run_workers(data, model_dir, log_dir, overrides, signal_worker_at=None):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1,localhost"
-    command = [sys.executable, "-m", "xlnet.cli", "pretrain", "--config", "tiny",
+    command = [sys.executable, "-m", "xlnet", "pretrain", "--config", "tiny",
                "--data", data, "--model-dir", model_dir, "--strategy", "multi_worker",
                "--log-every", "1"]
     for override in overrides:

@@ -13,8 +13,8 @@ import tensorflow as tf
 from checkpoint_fixture import random_arrays
 from test_pretrain_train import pretrain, step_losses
 from xlnet import load_run_config
-from xlnet.cli import main
-from xlnet.original_checkpoint import model_arrays, write_original_checkpoint
+from xlnet.commands.main import main
+from xlnet.formats.original_checkpoint import model_arrays, write_original_checkpoint
 
 SOURCE_STEPS = 12
 RUN = ("--log-every", "1", "--set", "train.warmup_steps=1")

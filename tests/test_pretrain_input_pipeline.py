@@ -7,7 +7,7 @@ import pytest
 from dataset_fixture import write_dataset
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
 from xlnet import UserError, load_run_config
-from xlnet.permutation import permutation_inputs
+from xlnet.model.permutation import permutation_inputs
 
 SEGMENTS = 4
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.optimizer import AdamWeightDecay, decays
 from xlnet import load_run_config
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.model.xlnet_lm import XLNetLM
 
 
 def test_schedule_matches_the_spec_table():

@@ -20,7 +20,7 @@ DEADLINE_S = 240
 
 
 def _command(data, model_dir):
-    return [sys.executable, "-m", "xlnet.cli", "pretrain", "--config", "tiny", "--data", data,
+    return [sys.executable, "-m", "xlnet", "pretrain", "--config", "tiny", "--data", data,
             "--model-dir", model_dir, "--steps", str(STEPS), "--log-every", "1",
             "--checkpoint-every", "3"]
 

@@ -12,7 +12,7 @@ from tensorboard.util import tensor_util
 
 from dataset_fixture import write_dataset
 from xlnet import load_run_config
-from xlnet.cli import main
+from xlnet.commands.main import main
 
 STEP_LINE = re.compile(r"step (\d+)/\d+ loss (\S+) lr \S+ grad_norm \S+ accuracy \S+ "
                        r"tokens/s \d+.* ETA \d+:\d\d:\d\d")

@@ -3,10 +3,10 @@
 import numpy as np
 import tensorflow as tf
 
-from xlnet.dropout import drop_threshold, site_seed, stateless_dropout
-from xlnet.positional_encoding import (relative_distances, relative_positional_encoding,
+from xlnet.model.dropout import drop_threshold, site_seed, stateless_dropout
+from xlnet.model.positional_encoding import (relative_distances, relative_positional_encoding,
                                        relative_segment_matrix)
-from xlnet.relative_attention import rel_shift, target_rel_shift
+from xlnet.model.relative_attention import rel_shift, target_rel_shift
 
 
 def test_rel_shift_gives_the_spec_distances():

@@ -5,7 +5,7 @@ import sentencepiece as spm
 
 from preprocessing.train_tokenizer import sample_sentences, train_tokenizer
 from tests.text_corpus import write_corpus
-from xlnet import cli
+from xlnet.commands import main as cli
 from xlnet.errors import UserError
 from xlnet.schema import SPECIAL_PIECES
 

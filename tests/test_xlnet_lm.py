@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xlnet.config import XLNetConfig
-from xlnet.lm_loss import masked_lm_loss, per_example_lm_loss
-from xlnet.permutation import permutation_inputs
-from xlnet.run_config import load_run_config
-from xlnet.xlnet_lm import XLNetLM
+from xlnet.config.model_config import XLNetConfig
+from xlnet.model.lm_loss import masked_lm_loss, per_example_lm_loss
+from xlnet.model.permutation import permutation_inputs
+from xlnet.config.run_config import load_run_config
+from xlnet.model.xlnet_lm import XLNetLM
 
 BATCH, SEQ_LEN, NUM_TARGETS = 4, 8, 3
 

@@ -4,11 +4,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from xlnet.config import XLNetConfig  # noqa: E402
-from xlnet.data_config import DataConfig  # noqa: E402
+from xlnet.config.model_config import XLNetConfig  # noqa: E402
+from xlnet.config.data_config import DataConfig  # noqa: E402
 from xlnet.errors import UserError  # noqa: E402
-from xlnet.run_config import RunConfig, load_run_config  # noqa: E402
-from xlnet.train_config import TrainConfig  # noqa: E402
+from xlnet.config.run_config import RunConfig, load_run_config  # noqa: E402
+from xlnet.config.train_config import TrainConfig  # noqa: E402
 
 # keras-xlnet's names; imported on first use so `import xlnet` stays free of TensorFlow.
 KERAS_XLNET_NAMES = ("build_xlnet", "load_trained_model_from_checkpoint", "ATTENTION_TYPE_UNI",

@@ -104,7 +104,7 @@ def logged_losses(model_dir):
 
 
 def run_stage(argv):
-    from xlnet import cli
+    from xlnet.commands import main as cli
 
     logger.info("$ xlnet %s", " ".join(argv))
     started = time.time()
@@ -115,7 +115,7 @@ def run_stage(argv):
 
 
 def run_command(args, extra_argv):
-    from xlnet.run_config import load_run_config
+    from xlnet.config.run_config import load_run_config
 
     workdir = os.path.abspath(args.workdir)
     config = load_run_config(args.config)

@@ -14,12 +14,12 @@ import os
 import shutil
 import tempfile
 
-from xlnet.config import XLNetConfig
+from xlnet.config.model_config import XLNetConfig
 from xlnet.errors import UserError
-from xlnet.hf_export import write_hf
-from xlnet.original_checkpoint import (CONFIG_NAME, assign_to_model, model_arrays,
+from xlnet.formats.hf_export import write_hf
+from xlnet.formats.original_checkpoint import (CONFIG_NAME, assign_to_model, model_arrays,
                                        read_original_checkpoint, write_original_checkpoint)
-from xlnet.run_config import load_run_config
+from xlnet.config.run_config import load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def load_weights(model_dir, checkpoint=None):
 def _load_trainer_weights(model_dir, checkpoint):
     import tensorflow as tf
 
-    from xlnet.xlnet_lm import XLNetLM
+    from xlnet.model.xlnet_lm import XLNetLM
 
     run_config = load_run_config(os.path.join(model_dir, RUN_CONFIG_FILE))
     config = run_config.model
@@ -93,7 +93,7 @@ def write_saved_model(arrays, config, directory, seq_len, num_predict):
     target_mapping -> logits, features) and `features` (input_ids, segment_ids -> features)."""
     import tensorflow as tf
 
-    from xlnet.xlnet_lm import XLNetLM
+    from xlnet.model.xlnet_lm import XLNetLM
 
     model = XLNetLM(config.replace(mem_len=0, bi_data=False, dropout=0.0, dropatt=0.0))
     assign_to_model(model, arrays, config)

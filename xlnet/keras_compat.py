@@ -18,17 +18,17 @@ Where keras-xlnet and the original differ, this follows the original:
 import keras
 import tensorflow as tf
 
-from xlnet import dropout as sites
-from xlnet.config import XLNetConfig
-from xlnet.dropout import stateless_dropout
+from xlnet.model import dropout as sites
+from xlnet.config.model_config import XLNetConfig
+from xlnet.model.dropout import stateless_dropout
 from xlnet.errors import UserError
-from xlnet.feed_forward import FeedForward
-from xlnet.original_checkpoint import (LM_BIAS, PREFIX, layer_biases, layer_prefix,
+from xlnet.model.feed_forward import FeedForward
+from xlnet.formats.original_checkpoint import (LM_BIAS, PREFIX, layer_biases, layer_prefix,
                                        read_original_checkpoint)
-from xlnet.positional_encoding import relative_positional_encoding, relative_segment_matrix
-from xlnet.relative_attention import RelativeAttention
+from xlnet.model.positional_encoding import relative_positional_encoding, relative_segment_matrix
+from xlnet.model.relative_attention import RelativeAttention
 from xlnet.schema import PAD_ID
-from xlnet.xlnet_backbone import LAYER_NORM_EPSILON
+from xlnet.model.xlnet_backbone import LAYER_NORM_EPSILON
 
 ATTENTION_TYPE_UNI = "uni"
 ATTENTION_TYPE_BI = "bi"

@@ -4,11 +4,11 @@ two-stream layers with memory caching (the original's `transformer_xl`, spec §6
 import keras
 import tensorflow as tf
 
-from xlnet import dropout as sites
-from xlnet.dropout import stateless_dropout
-from xlnet.feed_forward import FeedForward
-from xlnet.positional_encoding import relative_positional_encoding, relative_segment_matrix
-from xlnet.relative_attention import RelativeAttention
+from xlnet.model import dropout as sites
+from xlnet.model.dropout import stateless_dropout
+from xlnet.model.feed_forward import FeedForward
+from xlnet.model.positional_encoding import relative_positional_encoding, relative_segment_matrix
+from xlnet.model.relative_attention import RelativeAttention
 
 LAYER_NORM_EPSILON = 1e-12
 

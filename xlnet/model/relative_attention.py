@@ -10,7 +10,7 @@ matmul.
 import keras
 import tensorflow as tf
 
-from xlnet.dropout import stateless_dropout
+from xlnet.model.dropout import stateless_dropout
 
 MASKED_SCORE = 1e30  # the original subtracts 1e30, not -inf: a row that sees nothing is uniform
 

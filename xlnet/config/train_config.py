@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Literal
 
-from xlnet.dataclass_io import from_mapping, option
+from xlnet.config.dataclass_io import from_mapping, option
 from xlnet.errors import UserError
 
 

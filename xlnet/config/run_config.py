@@ -9,12 +9,13 @@ import os
 
 import yaml
 
-from xlnet.config import XLNetConfig
-from xlnet.data_config import DataConfig
+from xlnet.config.model_config import XLNetConfig
+from xlnet.config.data_config import DataConfig
 from xlnet.errors import UserError
-from xlnet.train_config import TrainConfig
+from xlnet.config.train_config import TrainConfig
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                          "configs"))
 SECTIONS = ("model", "data", "train")
 MODEL_FIELDS_FROM_DATA = ("reuse_len", "bi_data")
 

@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 
 from xlnet.errors import UserError
-from xlnet.original_checkpoint import (ATTENTION_KERNELS, LM_BIAS, PREFIX, check_shapes,
+from xlnet.formats.original_checkpoint import (ATTENTION_KERNELS, LM_BIAS, PREFIX, check_shapes,
                                        layer_biases, layer_prefix)
 from xlnet.schema import BOS_ID, EOS_ID, PAD_ID
 

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from xlnet.dropout import stateless_dropout
+from xlnet.model.dropout import stateless_dropout
 
 
 def gelu(x):

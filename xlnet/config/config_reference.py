@@ -1,16 +1,16 @@
 """The README's configuration reference, generated from the config dataclasses.
 
-`python -m xlnet.config_reference README.md` rewrites the block between the markers; a test
-fails when the README is out of date.
+`python -m xlnet.config.config_reference README.md` rewrites the block between the markers; a
+test fails when the README is out of date.
 """
 
 import sys
 
-from xlnet.config import XLNetConfig
-from xlnet.data_config import DataConfig
-from xlnet.dataclass_io import field_help
-from xlnet.run_config import MODEL_FIELDS_FROM_DATA
-from xlnet.train_config import TrainConfig
+from xlnet.config.model_config import XLNetConfig
+from xlnet.config.data_config import DataConfig
+from xlnet.config.dataclass_io import field_help
+from xlnet.config.run_config import MODEL_FIELDS_FROM_DATA
+from xlnet.config.train_config import TrainConfig
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"

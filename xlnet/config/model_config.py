@@ -5,7 +5,7 @@ import dataclasses
 import json
 from typing import Literal
 
-from xlnet.dataclass_io import from_mapping, option
+from xlnet.config.dataclass_io import from_mapping, option
 from xlnet.errors import UserError
 
 ORIGINAL_KEYS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "ff_activation",

@@ -4,7 +4,7 @@ dataset's recorded values against it (dataset_info.json), so both stages read th
 import dataclasses
 from typing import Literal
 
-from xlnet.dataclass_io import from_mapping, option
+from xlnet.config.dataclass_io import from_mapping, option
 from xlnet.errors import UserError
 
 

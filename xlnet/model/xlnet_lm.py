@@ -3,8 +3,8 @@
 import keras
 import tensorflow as tf
 
-from xlnet.config import XLNetConfig
-from xlnet.xlnet_backbone import XLNetBackbone
+from xlnet.config.model_config import XLNetConfig
+from xlnet.model.xlnet_backbone import XLNetBackbone
 
 INT32_MAX = 2**31 - 1
 
