@@ -4,7 +4,7 @@ dataset_info.json, stats.json and COMPLETED (xlnet/schema.py is the contract).""
 import json
 import logging
 
-from xlnet.atomic_file import write_file
+from preprocessing.beam_files import write_file
 from preprocessing.stream_writer import RNG_DESCRIPTION
 from preprocessing.token_store import STORE_DIR
 from xlnet.errors import UserError

@@ -24,7 +24,7 @@ from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
 from xlnet.errors import UserError
 from xlnet.config.run_config import load_run_config
 from xlnet.schema import STATS_FILE
-from xlnet.tokenizer import Tokenizer
+from preprocessing.beam_files import load_tokenizer
 
 logger = logging.getLogger(__name__)
 _USER_ERROR_IN_WORKER = re.compile(r"UserError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
@@ -135,7 +135,7 @@ def prepare(args, extra_argv):
     data_config = run_config.data
     tokenizer_path = _local_to_absolute(args.tokenizer)
     output_dir = _local_to_absolute(args.output)
-    tokenizer = Tokenizer.load(tokenizer_path, uncased=data_config.uncased,
+    tokenizer = load_tokenizer(tokenizer_path, uncased=data_config.uncased,
                                n_token=run_config.model.n_token)
     files = match_input_files(_local_to_absolute(args.input))
     source_files = [path for path, _ in files]

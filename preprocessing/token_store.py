@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from preprocessing.stream_builder import document_blocks
-from xlnet.atomic_file import write_file
+from preprocessing.beam_files import write_file
 
 STORE_DIR = ".tokens"
 _INT32 = np.dtype("<i4")

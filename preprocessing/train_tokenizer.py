@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import sentencepiece as spm
 
-from xlnet.atomic_file import write_file
+from preprocessing.beam_files import write_file
 from preprocessing.corpus_reader import iter_text_lines, match_input_files
 from xlnet.errors import UserError
 from xlnet.schema import SPECIAL_PIECES

@@ -13,7 +13,7 @@ from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, 
 from preprocessing.stream_writer import StreamWriter
 from preprocessing.token_store import ParkedBlocks, read_parked, read_store, write_store
 from xlnet.errors import UserError
-from xlnet.tokenizer import Tokenizer
+from preprocessing.beam_files import load_tokenizer
 
 COUNTER_NAMESPACE = "xlnet.prepare"
 
@@ -23,7 +23,7 @@ def _counter(name):
 
 
 def load_checked_tokenizer(path, sha256, uncased):
-    tokenizer = Tokenizer.load(path, uncased=uncased)
+    tokenizer = load_tokenizer(path, uncased=uncased)
     if tokenizer.sha256 != sha256:
         raise UserError(f"{path}: the tokenizer file changed while the job ran; run it again")
     return tokenizer

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from xlnet import schema
-from xlnet.atomic_file import write_file
+from preprocessing.beam_files import write_file
 
 
 def _segment(row, index, data, rng):

@@ -33,6 +33,10 @@ RECORD_FIELDS = ("seq_len", "reuse_len", "num_predict", "perm_size", "bi_data", 
                  "mask_beta", "max_gram", "span_unit", "uncased", "use_eod")
 
 
+def _join(directory, name):
+    return f"{directory.rstrip('/')}/{name}"
+
+
 def stream_file(pass_index, stream):
     return f"pass-{pass_index:03d}/stream-{stream:05d}.tfrecord"
 
@@ -58,18 +62,18 @@ class DatasetInfo:
     @classmethod
     def read(cls, directory):
         """Reads a finished dataset directory; refuses one without COMPLETED."""
-        from apache_beam.io.filesystems import FileSystems  # paths may be gs://, s3://
+        import tensorflow as tf  # tf.io.gfile: paths may be gs://, s3://
 
-        info_path = FileSystems.join(directory, INFO_FILE)
-        if not FileSystems.exists(directory):
+        info_path = _join(directory, INFO_FILE)
+        if not tf.io.gfile.exists(directory):
             raise UserError(f"{directory}: no such dataset directory (run `xlnet prepare`)")
-        if not FileSystems.exists(FileSystems.join(directory, COMPLETED_FILE)):
+        if not tf.io.gfile.exists(_join(directory, COMPLETED_FILE)):
             raise UserError(f"{directory}: no COMPLETED marker; `xlnet prepare` did not finish "
                             "there (run it again)")
         try:
-            with FileSystems.open(info_path) as f:
+            with tf.io.gfile.GFile(info_path, "rb") as f:
                 mapping = json.loads(f.read().decode("utf-8"))
-        except Exception as e:  # any FileSystems backend error or bad JSON
+        except Exception as e:  # any gfile backend error or bad JSON
             raise UserError(f"{info_path}: cannot read dataset info ({e})") from None
         if mapping.get("schema_version") != SCHEMA_VERSION:
             raise UserError(f"{info_path}: schema_version {mapping.get('schema_version')} is not "

@@ -74,18 +74,6 @@ def is_start_piece(piece):
     return piece.startswith(WORD_START) or piece.startswith("<") or piece in START_PUNCTUATION
 
 
-def read_model_bytes(path):
-    """Reads a tokenizer model through Beam's FileSystems (local, gs://, s3://)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        with FileSystems.open(path) as f:
-            return f.read()
-    except Exception as e:  # any FileSystems backend error
-        raise UserError(f"{path}: cannot read the tokenizer model ({type(e).__name__}); "
-                        "give the path of a spiece.model") from None
-
-
 class Tokenizer:
     """Encodes lines the way the original data preparation does."""
 
@@ -115,11 +103,28 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path, uncased=False, n_token=None):
-        """Loads `path`; with `n_token`, refuses a vocabulary of another size."""
-        tokenizer = cls(read_model_bytes(path), path=path, uncased=uncased)
+        """Loads `path` through tf.io.gfile; with `n_token`, refuses a vocabulary of another
+        size."""
+        import tensorflow as tf
+
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                model_bytes = f.read()
+        except Exception as e:  # any gfile backend error
+            raise cls.unreadable(path, e) from None
+        return cls.from_bytes(model_bytes, path, uncased=uncased, n_token=n_token)
+
+    @classmethod
+    def from_bytes(cls, model_bytes, path, uncased=False, n_token=None):
+        tokenizer = cls(model_bytes, path=path, uncased=uncased)
         if n_token is not None:
             tokenizer.check_vocab_size(n_token)
         return tokenizer
+
+    @staticmethod
+    def unreadable(path, error):
+        return UserError(f"{path}: cannot read the tokenizer model ({type(error).__name__}); "
+                         "give the path of a spiece.model")
 
     def _check_special_pieces(self):
         size = self._sp.get_piece_size()
