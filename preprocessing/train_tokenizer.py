@@ -17,11 +17,10 @@ from preprocessing.beam_files import write_file
 from preprocessing.corpus_reader import iter_text_lines, match_input_files
 from xlnet.errors import UserError
 from xlnet.schema import SPECIAL_PIECES
-from xlnet.tokenizer import Tokenizer, normalize_text
+from xlnet.tokenizer import TOKENIZER_FILE, Tokenizer, normalize_text
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "spiece.model"
 CONTROL_SYMBOLS = SPECIAL_PIECES[3:8]  # <cls> <sep> <pad> <mask> <eod>
 USER_DEFINED_SYMBOLS = ("<eop>", ".", "(", ")", '"', "-", "\u2013", "\u00a3", "\u20ac")
 
@@ -79,7 +78,7 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
                         f"({str(e).strip().splitlines()[-1][:160]}); lower --vocab-size or "
                         "give more text") from None
     Tokenizer(model.getvalue(), path="trained model")  # checks the special ids
-    path = FileSystems.join(output_dir, MODEL_FILE)
+    path = FileSystems.join(output_dir, TOKENIZER_FILE)
     write_file(path, model.getvalue())
     logger.info("wrote %s", path)
     return path

@@ -10,9 +10,11 @@ import hashlib
 import logging
 import os
 
+import tensorflow as tf
+
 from xlnet.errors import UserError
-from xlnet.export import TOKENIZER_FILE
 from xlnet.formats.original_checkpoint import LM_BIAS, checkpoint_prefix, read_original_checkpoint
+from xlnet.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,6 @@ def read_init_checkpoint(path, run_config, dataset_info):
 
 
 def _check_vocabulary(prefix, model):
-    import tensorflow as tf
-
     try:
         shape = dict(tf.train.list_variables(prefix)).get(LM_BIAS)
     except Exception:  # noqa: BLE001 - unreadable: read_original_checkpoint's refusal says so
@@ -48,11 +48,11 @@ def _check_vocabulary(prefix, model):
 def _check_tokenizer(prefix, dataset_info):
     """A tokenizer shipped beside the checkpoint must be the one the dataset was cut with."""
     path = os.path.join(os.path.dirname(prefix), TOKENIZER_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         logger.info("no %s beside %s: the vocabulary size matches, the pieces are not checked",
                     TOKENIZER_FILE, prefix)
         return
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         sha256 = hashlib.sha256(f.read()).hexdigest()
     expected = dataset_info.tokenizer.get("sha256")
     if sha256 != expected:

@@ -8,6 +8,8 @@ import resource
 
 import tensorflow as tf
 
+from xlnet.formats.model_dir import train_scalar_tag
+
 logger = logging.getLogger(__name__)
 
 # Dense peak TFLOP/s per device (spec §10.3; vendor sheets), by compute precision.
@@ -97,7 +99,7 @@ class StepReporter:
                         f" mfu {scalars['mfu']:.2%}" if "mfu" in scalars else "", eta)
             with self.writer.as_default():
                 for name, value in scalars.items():
-                    tf.summary.scalar(f"train/{name}", value, step=step)
+                    tf.summary.scalar(train_scalar_tag(name), value, step=step)
             self.writer.flush()
         self._reset(now)
         return scalars

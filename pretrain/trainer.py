@@ -12,15 +12,13 @@ checkpoint (weights, optimizer, step, memory, position) continues the run exactl
 import dataclasses
 import logging
 import math
-import os
 import signal
 import time
 
 import keras
 import tensorflow as tf
 
-from pretrain.checkpointing import (CheckpointStore, check_model_dir, model_weights,
-                                    save_init_checkpoint, save_run_config,
+from pretrain.checkpointing import (CheckpointStore, check_model_dir, save_run_config,
                                     warn_if_other_dataset)
 from pretrain.distribution import is_chief, worker_index
 from pretrain.flops import train_flops_per_token
@@ -32,6 +30,7 @@ from pretrain.optimizer import AdamWeightDecay
 from pretrain.summaries import StepReporter, detect_peak_tflops
 from xlnet.errors import UserError
 from xlnet.model.lm_loss import per_example_lm_loss
+from xlnet.formats.model_dir import ModelDirectory, training_checkpoint
 from xlnet.formats.original_checkpoint import assign_to_model
 from xlnet.model.xlnet_lm import XLNetLM
 
@@ -57,6 +56,7 @@ class Trainer:
         start a new run; ignored when `model_dir` already has checkpoints to resume."""
         self.config = run_config
         self.model_dir = model_dir
+        self.directory = ModelDirectory(model_dir)
         self.init_checkpoint = init_checkpoint
         self.initialized_from = None
         self.strategy = strategy
@@ -86,9 +86,8 @@ class Trainer:
         canonical_rows = [self.plan.canonical_row(r) for r in range(train.global_batch_size)]
         self.memory = MemoryState(strategy, canonical_rows, model.n_layer, model.mem_len,
                                   model.d_model)
-        checkpoint = tf.train.Checkpoint(
-            model=model_weights(self.model), optimizer=self.optimizer, step=self.step,
-            data_position=self.data_position, memory=self.memory.host)
+        checkpoint = training_checkpoint(self.model, self.optimizer, self.step,
+                                         self.data_position, self.memory.host)
         self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,
                                            self.step, self.chief, worker_index(strategy))
         self._forward_backward = (tf.function(self._gradients, jit_compile=True)
@@ -193,12 +192,6 @@ class Trainer:
                     prefix)
         return prefix
 
-    def gather(self, per_replica, axis=0):
-        """A per-replica value as one tensor in global row order (a collective)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return tf.convert_to_tensor(self.strategy.experimental_local_results(per_replica)[0])
-        return self.strategy.gather(per_replica, axis=axis)
-
     def save(self):
         self.memory.store()
         path = self.checkpoints.save(int(self.step.numpy()))
@@ -221,7 +214,7 @@ class Trainer:
         device_peak = train.peak_tflops or detect_peak_tflops(train.precision)
         peak = device_peak * self.strategy.num_replicas_in_sync  # tokens/s counts all replicas
         reporter = StepReporter(
-            os.path.join(self.model_dir, "train"), train.steps,
+            self.directory.train_log_dir, train.steps,
             tokens_per_step=train.global_batch_size * train.grad_accum_steps * data.seq_len,
             flops_per_token=train_flops_per_token(self.config.model, data), peak_tflops=peak,
             enabled=self.chief)
@@ -240,8 +233,8 @@ class Trainer:
         if self.chief:
             save_run_config(self.model_dir, self.config, self.dataset_info)
             if self.initialized_from:
-                save_init_checkpoint(self.model_dir, self.initialized_from,
-                                     len(self.model.original_variables()))
+                self.directory.write_init_checkpoint(
+                    self.initialized_from, len(self.model.original_variables()))
         start = int(self.step.numpy())
         if start >= train.steps:
             logger.info("nothing to do: the checkpoint is at step %d of %d", start, train.steps)
@@ -319,8 +312,8 @@ class Trainer:
             return
         first, last = self.profile_steps
         if starting and step == first:
-            tf.profiler.experimental.start(os.path.join(self.model_dir, "profile"))
+            tf.profiler.experimental.start(self.directory.profile_dir)
         elif not starting and step == last:
             tf.profiler.experimental.stop()
             logger.info("profile of steps %d-%d written to %s", first, last,
-                        os.path.join(self.model_dir, "profile"))
+                        self.directory.profile_dir)

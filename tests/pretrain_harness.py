@@ -13,6 +13,15 @@ import sys
 import numpy as np
 
 
+def gather(strategy, per_replica, axis=0):
+    """A per-replica value as one tensor in global row order (a collective)."""
+    import tensorflow as tf
+
+    if strategy.num_replicas_in_sync == 1:
+        return tf.convert_to_tensor(strategy.experimental_local_results(per_replica)[0])
+    return strategy.gather(per_replica, axis=axis)
+
+
 def record_run(data_dir, model_dir, overrides, strategy=None):
     """Trains (resuming from model_dir); returns {memory, stream, index, loss} per step."""
     import tensorflow as tf
@@ -25,10 +34,10 @@ def record_run(data_dir, model_dir, overrides, strategy=None):
     records = {"memory": [], "stream": [], "index": [], "loss": [], "step": []}
 
     def on_step(trainer, step, batch, metrics, memory):
-        records["memory"].append(trainer.gather(memory).numpy())  # [G, N, M, D]
+        records["memory"].append(gather(trainer.strategy, memory).numpy())  # [G, N, M, D]
         for name in ("stream", "index"):
             # [A, b] per replica -> [A, G] in global row order; the last micro-step.
-            records[name].append(trainer.gather(batch[name], axis=1).numpy()[-1])
+            records[name].append(gather(trainer.strategy, batch[name], axis=1).numpy()[-1])
         records["loss"].append(metrics["loss"])
         records["step"].append(step)
 

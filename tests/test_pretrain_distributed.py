@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from dataset_fixture import write_dataset
-from pretrain.checkpointing import model_weights
+from xlnet.formats.model_dir import model_weights
 from pretrain_harness import record_run
 from xlnet import load_run_config
 from xlnet.model.permutation import permutation_inputs

@@ -17,16 +17,15 @@ import tempfile
 from xlnet.config.model_config import XLNetConfig
 from xlnet.errors import UserError
 from xlnet.formats.hf_export import write_hf
+from xlnet.formats.model_dir import RUN_CONFIG_FILE, ModelDirectory, restore_model_weights
 from xlnet.formats.original_checkpoint import (CONFIG_NAME, assign_to_model, model_arrays,
                                        read_original_checkpoint, write_original_checkpoint)
-from xlnet.config.run_config import load_run_config
+from xlnet.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("original-tf", "hf", "saved-model")
-RUN_CONFIG_FILE = "run_config.yaml"
 RELEASED_SEQ_LEN, RELEASED_NUM_PREDICT = 512, 85
-TOKENIZER_FILE = "spiece.model"
 
 
 def configure_parser(parser):
@@ -52,37 +51,29 @@ def configure_parser(parser):
 def load_weights(model_dir, checkpoint=None):
     """(XLNetConfig, DataConfig or None, {original name: array}) from a trainer's or an
     original model directory."""
-    if not os.path.isdir(model_dir):
+    directory = ModelDirectory(model_dir)
+    if not directory.is_directory():
         raise UserError(f"--model-dir {model_dir}: no such directory")
-    if os.path.exists(os.path.join(model_dir, RUN_CONFIG_FILE)):
-        return _load_trainer_weights(model_dir, checkpoint)
-    if os.path.exists(os.path.join(model_dir, CONFIG_NAME)):
-        config = XLNetConfig.from_json(os.path.join(model_dir, CONFIG_NAME))
+    if directory.holds_run():
+        return _load_trainer_weights(directory, checkpoint)
+    if directory.has(CONFIG_NAME):
+        config = XLNetConfig.from_json(directory.join(CONFIG_NAME))
         return config, None, read_original_checkpoint(checkpoint or model_dir, config)
     raise UserError(f"--model-dir {model_dir}: holds neither {RUN_CONFIG_FILE} (a trainer's "
                     f"model directory) nor {CONFIG_NAME} (an original checkpoint directory)")
 
 
-def _load_trainer_weights(model_dir, checkpoint):
-    import tensorflow as tf
-
+def _load_trainer_weights(directory, checkpoint):
     from xlnet.model.xlnet_lm import XLNetLM
 
-    run_config = load_run_config(os.path.join(model_dir, RUN_CONFIG_FILE))
+    run_config = directory.run_config()
     config = run_config.model
-    prefix = checkpoint or tf.train.latest_checkpoint(model_dir)
+    prefix = checkpoint or directory.latest_checkpoint()
     if not prefix:
-        raise UserError(f"--model-dir {model_dir}: no checkpoint yet (train first, or pass "
-                        "--checkpoint)")
+        raise UserError(f"--model-dir {directory.path}: no checkpoint yet (train first, or "
+                        "pass --checkpoint)")
     model = XLNetLM(config)
-    # The trainer checkpoints the model as its {original name: variable} dict (Keras layer
-    # lists are invisible to tf.train.Checkpoint), so restore into the same structure.
-    try:
-        tf.train.Checkpoint(model=dict(model.original_variables())).restore(
-            prefix).expect_partial().assert_existing_objects_matched()
-    except Exception as e:  # noqa: BLE001 - a damaged checkpoint raises many kinds of errors
-        raise UserError(f"{prefix}: cannot restore the model from this checkpoint "
-                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    restore_model_weights(model, prefix)
     logger.info("restored %s", prefix)
     return config, run_config.data, model_arrays(model)
 
@@ -126,6 +117,8 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
 
     `seq_len`/`num_predict` fix the SavedModel's shapes (default: the run's data section, or
     the released 512/85)."""
+    import tensorflow as tf
+
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown (use one of {', '.join(FORMATS)})")
     output = os.path.abspath(output)
@@ -145,10 +138,10 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
             write_saved_model(arrays, config, staging,
                               seq_len or (data.seq_len if data else RELEASED_SEQ_LEN),
                               num_predict or (data.num_predict if data else RELEASED_NUM_PREDICT))
-        tokenizer = os.path.join(model_dir, TOKENIZER_FILE)
-        if fmt != "saved-model" and os.path.exists(tokenizer):
+        source = ModelDirectory(model_dir)
+        if fmt != "saved-model" and source.has(TOKENIZER_FILE):
             # The released layout and transformers' XLNetTokenizer keep it beside the weights.
-            shutil.copy2(tokenizer, os.path.join(staging, TOKENIZER_FILE))
+            tf.io.gfile.copy(source.tokenizer_path, os.path.join(staging, TOKENIZER_FILE))
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

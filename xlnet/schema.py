@@ -83,6 +83,13 @@ class DatasetInfo:
         except TypeError as e:
             raise UserError(f"{info_path}: unexpected content ({e})") from None
 
+    def identity(self):
+        """What tells one prepared dataset from another (a data position is only meaningful
+        in the dataset it counts)."""
+        return {"tokenizer_sha256": self.tokenizer.get("sha256"),
+                "num_examples": self.num_examples,
+                "pass_seeds": [p.get("seed") for p in self.passes]}
+
     def check_matches(self, run_config, where="dataset_info.json"):
         """Refuses a dataset prepared for another model/data config, naming the field."""
         for name in RECORD_FIELDS:

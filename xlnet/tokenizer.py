@@ -16,6 +16,7 @@ import sentencepiece as spm
 from xlnet.errors import UserError
 from xlnet.schema import SPECIAL_PIECES
 
+TOKENIZER_FILE = "spiece.model"  # the released name, kept by every stage that stores one
 WORD_START = "\u2581"  # SentencePiece's "▁"
 # §4.1: ASCII punctuation without ' < = > ('<' is covered by the "starts with <" rule).
 START_PUNCTUATION = frozenset(string.punctuation) - set("'<=>")

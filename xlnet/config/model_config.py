@@ -60,12 +60,16 @@ class XLNetConfig:
 
     @classmethod
     def from_json(cls, path, **overrides):
-        """Reads an original `xlnet_config.json`; `overrides` set the training-side fields."""
+        """Reads an original `xlnet_config.json` (through tf.io.gfile); `overrides` set the
+        training-side fields."""
+        import tensorflow as tf
+
         try:
-            with open(path) as f:
-                mapping = json.load(f)
-        except OSError as e:
-            raise UserError(f"{path}: cannot read the model config ({e.strerror})") from None
+            with tf.io.gfile.GFile(path, "rb") as f:
+                mapping = json.loads(f.read().decode("utf-8"))
+        except (OSError, tf.errors.OpError) as e:
+            message = getattr(e, "strerror", None) or getattr(e, "message", str(e))
+            raise UserError(f"{path}: cannot read the model config ({message})") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
         missing = [k for k in ORIGINAL_KEYS if k not in mapping]

@@ -89,11 +89,15 @@ def apply_overrides(mapping, overrides):
     return mapping
 
 
+def run_config_from_yaml(text, source="config", overrides=()):
+    try:
+        mapping = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return RunConfig.from_dict(apply_overrides(mapping, overrides), source=source)
+
+
 def load_run_config(name_or_path, overrides=()):
     path = resolve_config_path(name_or_path)
-    try:
-        with open(path) as f:
-            mapping = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return RunConfig.from_dict(apply_overrides(mapping, overrides), source=path)
+    with open(path) as f:
+        return run_config_from_yaml(f.read(), path, overrides)

@@ -125,16 +125,16 @@ def checkpoint_prefix(path):
     """The checkpoint prefix for `path`: a prefix itself, or a directory holding one."""
     import tensorflow as tf
 
-    if os.path.isdir(path):
+    if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest:
             return latest
         candidate = os.path.join(path, CHECKPOINT_NAME)
-        if os.path.exists(candidate + ".index"):
+        if tf.io.gfile.exists(candidate + ".index"):
             return candidate
         raise UserError(f"{path}: no TF checkpoint in this directory (expected "
                         f"{CHECKPOINT_NAME}.index or a 'checkpoint' file)")
-    if not os.path.exists(path + ".index"):
+    if not tf.io.gfile.exists(path + ".index"):
         raise UserError(f"{path}: no such checkpoint ({path}.index does not exist); give the "
                         "prefix, e.g. .../xlnet_model.ckpt")
     return path

@@ -1,0 +1,174 @@
+"""The model directory contract between `xlnet pretrain` (writer) and whatever reads a run: a
+resume, `xlnet export`, evaluation. The names and the checkpoint structure are spelled only
+here, and the directory is read and written only through tf.io.gfile (local, gs://, s3://).
+
+Layout of a model directory:
+  run_config.yaml         the run's RunConfig (model, data, train sections)
+  dataset.json            identity of the dataset the data position counts in
+  init_checkpoint.json    the original-format checkpoint a new run took its weights from
+  spiece.model            the tokenizer, when present (exports copy it beside the weights)
+  checkpoint, ckpt-N.*    tf.train checkpoints of `training_checkpoint` below
+  .worker-K/              a non-chief worker's scratch checkpoint, removed after each save
+  train/                  TensorBoard logs of training (scalars tagged `train/<name>`)
+  profile/                a `--profile-steps` trace
+"""
+
+import json
+import os
+
+import yaml
+
+from xlnet.config.run_config import run_config_from_yaml
+from xlnet.errors import UserError
+from xlnet.tokenizer import TOKENIZER_FILE
+
+RUN_CONFIG_FILE = "run_config.yaml"
+DATASET_FILE = "dataset.json"
+INIT_CHECKPOINT_FILE = "init_checkpoint.json"
+TRAIN_LOG_DIR = "train"
+PROFILE_DIR = "profile"
+TRAIN_SCALARS = "train"  # TensorBoard tag prefix of the training scalars
+
+
+def train_scalar_tag(name):
+    return f"{TRAIN_SCALARS}/{name}"
+
+
+def join(directory, *names):
+    return "/".join([directory.rstrip("/"), *names])
+
+
+def model_weights(model):
+    """The model's variables keyed by their original TF1 names: the checkpoints' `model`.
+
+    Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint, so the model
+    object itself would save only its top-level weights; the original names cover them all.
+    """
+    weights = dict(model.original_variables())
+    named = {id(v) for v in weights.values()}
+    missing = [v.path for v in model.weights if id(v) not in named]
+    if missing:
+        raise RuntimeError(f"variables without an original name: {missing}")
+    return weights
+
+
+def training_checkpoint(model, optimizer, step, data_position, memory):
+    """The objects of a `ckpt-N`: weights, optimizer slots, step, data position (micro-steps
+    consumed) and the host copy of every row's memory."""
+    import tensorflow as tf
+
+    return tf.train.Checkpoint(model=model_weights(model), optimizer=optimizer, step=step,
+                               data_position=data_position, memory=memory)
+
+
+def restore_model_weights(model, prefix):
+    """Restores only the weights of a `ckpt-N` into `model` (an XLNetLM)."""
+    import tensorflow as tf
+
+    try:
+        tf.train.Checkpoint(model=model_weights(model)).restore(
+            prefix).expect_partial().assert_existing_objects_matched()
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint raises many kinds of errors
+        raise UserError(f"{prefix}: cannot restore the model from this checkpoint "
+                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def restore_newest(checkpoint, prefixes, logger):
+    """Restores the newest of `prefixes` (oldest first) that loads into `checkpoint`; returns
+    its prefix, or None when there are none. A damaged checkpoint (e.g. truncated by a crash
+    during the save) is skipped with a warning; when none loads, nothing is restored."""
+    for prefix in reversed(prefixes):
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except Exception as e:  # a truncated data file raises IndexError, not a TF error
+            logger.warning("checkpoint %s does not load (%s); trying the previous one", prefix,
+                           str(e).splitlines()[0] if str(e) else type(e).__name__)
+            continue
+        return prefix
+    return None
+
+
+class ModelDirectory:
+    """One model directory; every file of the contract is read and written here."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def join(self, *names):
+        return join(self.path, *names)
+
+    @property
+    def tokenizer_path(self):
+        return self.join(TOKENIZER_FILE)
+
+    @property
+    def train_log_dir(self):
+        return self.join(TRAIN_LOG_DIR)
+
+    @property
+    def profile_dir(self):
+        return self.join(PROFILE_DIR)
+
+    def worker_scratch_dir(self, worker):
+        return self.join(f".worker-{worker}")
+
+    def has(self, name):
+        import tensorflow as tf
+
+        return tf.io.gfile.exists(self.join(name))
+
+    def is_directory(self):
+        import tensorflow as tf
+
+        return tf.io.gfile.isdir(self.path)
+
+    def holds_run(self):
+        """Whether a trainer has written its run config here."""
+        return self.has(RUN_CONFIG_FILE)
+
+    def latest_checkpoint(self):
+        import tensorflow as tf
+
+        return tf.train.latest_checkpoint(self.path)
+
+    def _read_text(self, name):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(self.join(name), "rb") as f:
+            return f.read().decode("utf-8")
+
+    def _write_text(self, name, text):
+        import tensorflow as tf
+
+        from xlnet.atomic_file import write_file
+
+        tf.io.gfile.makedirs(self.path)
+        write_file(self.join(name), text)
+
+    def saved_config(self):
+        """The saved run config as a plain mapping, or None in a directory without one."""
+        if not self.holds_run():
+            return None
+        return yaml.safe_load(self._read_text(RUN_CONFIG_FILE)) or {}
+
+    def run_config(self):
+        """The saved RunConfig (validated)."""
+        return run_config_from_yaml(self._read_text(RUN_CONFIG_FILE),
+                                    source=self.join(RUN_CONFIG_FILE))
+
+    def write_run_config(self, run_config):
+        self._write_text(RUN_CONFIG_FILE, run_config.to_yaml())
+
+    def dataset_identity(self):
+        """What dataset.json records, or None."""
+        return json.loads(self._read_text(DATASET_FILE)) if self.has(DATASET_FILE) else None
+
+    def write_dataset_identity(self, identity):
+        self._write_text(DATASET_FILE, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+    def write_init_checkpoint(self, prefix, variables):
+        """Records which original checkpoint a run started from (its step 0 weights)."""
+        absolute = prefix if "://" in prefix else os.path.abspath(prefix)
+        record = {"prefix": absolute, "variables": variables}
+        self._write_text(INIT_CHECKPOINT_FILE,
+                         json.dumps(record, indent=2, sort_keys=True) + "\n")
