@@ -39,7 +39,7 @@ SEGMENTS = 4  # distinct input segments, cycled
 
 
 def make_segments(config, batch, seq_len, num_predict, seed=0):
-    """Random segments with real permutation masks (spec §5) and K targets each."""
+    """Random segments with real permutation masks (original-xlnet.md §5) and K targets each."""
     rng = np.random.default_rng(seed)
     segments = []
     for index in range(SEGMENTS):

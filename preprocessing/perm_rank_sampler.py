@@ -1,4 +1,4 @@
-"""Factorization-order ranks with perm_size blocks (spec §5.1), pure numpy.
+"""Factorization-order ranks with perm_size blocks (original-xlnet.md §5.1), pure numpy.
 
 Each half of an example (the reuse part, then the rest) gets its own row permutation σ of a
 P × (S/P) matrix read column by column: rank[c·P + r] = c·P + σ(r). The second half's ranks

@@ -1,4 +1,5 @@
-"""Cuts one stream into examples exactly as the original writing loop does (spec §3.1-§3.3).
+"""Cuts one stream into examples exactly as the original writing loop does (original-xlnet.md
+§3.1-§3.3).
 
 Segment k starts at stream offset k*R: its reuse part is stream[k*R : k*R+R], directly followed
 by A; B is the true continuation (label 1) or a random span of the same stream (label 0), with

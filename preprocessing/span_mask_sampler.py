@@ -1,4 +1,4 @@
-"""Span masks for one half of an example (spec §4), pure numpy.
+"""Span masks for one half of an example (original-xlnet.md §4), pure numpy.
 
 span_unit="token" is the original algorithm (§4.2) including QUIRK Q1 (a span covers n pieces
 and may end mid-word) and Q12 (a span must end before the segment's last position).

@@ -1,4 +1,5 @@
-"""Documents -> token streams with sentence ids (spec §2), and the balanced stream assignment.
+"""Documents -> token streams with sentence ids (original-xlnet.md §2), and the balanced stream
+assignment.
 
 The original concatenates whole files (shards) per task; here the documents of a range are
 grouped in blocks of consecutive documents (seq_len tokens or more), each block is assigned to

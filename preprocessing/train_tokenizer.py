@@ -1,9 +1,9 @@
 """`xlnet train-tokenizer`: a SentencePiece unigram model with the original special ids.
 
 <unk> 0, <s> 1, </s> 2, then the control symbols <cls> 3 <sep> 4 <pad> 5 <mask> 6 <eod> 7 and
-the user-defined <eop> 8 followed by the original's punctuation symbols (spec §1.1). The text
-is normalised as `xlnet prepare` will normalise it (§1.2). A bounded, seeded reservoir sample
-of the lines keeps memory fixed for any corpus size and makes the model a function of the
+the user-defined <eop> 8 followed by the original's punctuation symbols (original-xlnet.md §1.1).
+The text is normalised as `xlnet prepare` will normalise it (§1.2). A bounded, seeded reservoir
+sample of the lines keeps memory fixed for any corpus size and makes the model a function of the
 inputs and the seed.
 """
 

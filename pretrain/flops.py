@@ -1,4 +1,5 @@
-"""Model FLOPs per trained token: spec §10.2's "optimised two-stream" count for a config.
+"""Model FLOPs per trained token: original-xlnet.md §10.2's "optimised two-stream" count for a
+config.
 
 2 FLOPs per multiply-add; every matmul of the content stream (all L rows) and the query stream
 (the K target rows only); position scores over the `M + 2L` rows of the positional encoding, as

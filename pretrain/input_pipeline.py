@@ -1,6 +1,6 @@
 """The training input pipeline: rows that walk whole streams, in lockstep, replica by replica.
 
-Row layout (design.md "Rows, streams, replicas, memory"): replica `p` owns global rows
+Row layout (docs/architecture.md "Rows, streams, replicas, memory"): replica `p` owns global rows
 `[p·b, (p+1)·b)`; with bi_data its first `b/2` rows read forward streams and its last `b/2`
 rows read the reversed copies of the same streams (the model relies on that split). Each
 forward row reads a fixed share of the forward streams, one whole stream after another, in an

@@ -1,4 +1,5 @@
-"""The original learning-rate schedule (spec §8.3): linear warmup, then linear or cosine decay."""
+"""The original learning-rate schedule (original-xlnet.md §8.3): linear warmup, then linear or
+cosine decay."""
 
 import math
 

@@ -1,5 +1,6 @@
-"""AdamW as the original trains XLNet (spec §8.2): decoupled weight decay with the original's
-exclusions, epsilon from the config, bias correction optional (off = AdamWeightDecay, Q18)."""
+"""AdamW as the original trains XLNet (original-xlnet.md §8.2): decoupled weight decay with the
+original's exclusions, epsilon from the config, bias correction optional (off = AdamWeightDecay,
+Q18)."""
 
 import re
 

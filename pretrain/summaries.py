@@ -12,7 +12,7 @@ from xlnet.formats.model_dir import train_scalar_tag
 
 logger = logging.getLogger(__name__)
 
-# Dense peak TFLOP/s per device (spec §10.3; vendor sheets), by compute precision.
+# Dense peak TFLOP/s per device (original-xlnet.md §10.3; vendor sheets), by compute precision.
 PEAK_TFLOPS = {
     "H100": {"mixed_bfloat16": 989.4, "float32": 494.7},  # float32 runs as TF32 on Hopper
     "H200": {"mixed_bfloat16": 989.4, "float32": 494.7},

@@ -1,9 +1,9 @@
 """XLNetLM against HuggingFace transformers' PyTorch XLNetLMHeadModel with the same weights.
 
 HF is run with `gelu_new` (the original's tanh GELU) in eval mode; weights go across through
-`original_variables()` and the original->HF name map (spec §7.2, §11). Three consecutive
-segments carry memory, started either from M zero slots (the original's start) or from no
-memory (HF's `mems=None`)."""
+`original_variables()` and the original->HF name map (original-xlnet.md §7.2, §11). Three
+consecutive segments carry memory, started either from M zero slots (the original's start) or from
+no memory (HF's `mems=None`)."""
 
 import numpy as np
 import pytest
@@ -90,7 +90,8 @@ def run_hf(hf, inputs, mems, rows):
 
 
 def run_hf_batch(hf, inputs, mems, one_row_at_a_time):
-    """HF `uni` with perm_mask fails for batch > 1 (spec §11): then one row at a time."""
+    """HF `uni` with perm_mask fails for batch > 1 (original-xlnet.md §11): then one row at a
+    time."""
     if not one_row_at_a_time:
         return run_hf(hf, inputs, mems, slice(None))
     parts = [run_hf(hf, inputs, mems, slice(b, b + 1)) for b in range(BATCH)]

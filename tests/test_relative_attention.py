@@ -1,4 +1,5 @@
-"""Pieces of the attention against the spec's test vectors and invariants (§6.3-§6.6)."""
+"""Pieces of the attention against the test vectors of original-xlnet.md and invariants
+(§6.3-§6.6)."""
 
 import numpy as np
 import tensorflow as tf

@@ -21,7 +21,7 @@ INFO_FILE = "dataset_info.json"
 STATS_FILE = "stats.json"
 COMPLETED_FILE = "COMPLETED"
 
-# Special ids of the original vocabulary (spec §1.1).
+# Special ids of the original vocabulary (original-xlnet.md §1.1).
 UNK_ID, BOS_ID, EOS_ID, CLS_ID, SEP_ID, PAD_ID, MASK_ID, EOD_ID, EOP_ID = range(9)
 SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
 

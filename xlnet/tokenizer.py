@@ -1,8 +1,8 @@
 """Tokenizer: a SentencePiece model with the original XLNet text handling.
 
-It applies the original normalisation (spec §1.2) and the digit-comma fix-up (§1.3), checks the
-special ids (§1.1) and the vocabulary size against the model, and provides the start-piece
-table the span sampler needs (§4.1).
+It applies the original normalisation (original-xlnet.md §1.2) and the digit-comma fix-up (§1.3),
+checks the special ids (§1.1) and the vocabulary size against the model, and provides the
+start-piece table the span sampler needs (§4.1).
 """
 
 import hashlib

@@ -89,7 +89,7 @@ class XLNetConfig:
 
     @property
     def num_parameters(self):
-        """Trainable parameters: spec §6.1 formula (LM bias and mask_emb included)."""
+        """Trainable parameters: original-xlnet.md §6.1 formula (LM bias and mask_emb included)."""
         d, n, dh, di, layers = self.d_model, self.n_head, self.d_head, self.d_inner, self.n_layer
         per_layer = 5 * d * n * dh + 2 * d * di + di + d + 4 * d
         bias_layers = layers if self.untie_r else 1

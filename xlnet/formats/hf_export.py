@@ -1,7 +1,7 @@
 """HuggingFace transformers export: `config.json` + `model.safetensors` for XLNetLMHeadModel.
 
-Built from the same `{original name: array}` dict as the original-format export (spec §7.2):
-attention kernels keep their [d, n, dh] shape, FFN kernels are transposed into `nn.Linear`
+Built from the same `{original name: array}` dict as the original-format export (original-xlnet.md
+§7.2): attention kernels keep their [d, n, dh] shape, FFN kernels are transposed into `nn.Linear`
 weights, LayerNorm gamma/beta become weight/bias, the per-layer biases are split out of the
 stacked [n_layer, ...] variables (a tied checkpoint gives every layer the same copy, which HF
 then computes identically), and the LM weight stays tied to the word embedding.

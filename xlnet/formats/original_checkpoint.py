@@ -1,5 +1,5 @@
-"""The original release's TF1 checkpoint: its variable names and shapes (spec §7.1), and reading
-and writing such a checkpoint as a plain `{name: numpy array}` dict.
+"""The original release's TF1 checkpoint: its variable names and shapes (original-xlnet.md §7.1),
+and reading and writing such a checkpoint as a plain `{name: numpy array}` dict.
 
 Everything else (the Keras model, keras-xlnet's layers, the HuggingFace export) converts to and
 from that dict, so the names are spelled in exactly one place. A checkpoint is checked against
@@ -27,8 +27,8 @@ ATTENTION_KERNELS = ("q", "k", "v", "r", "o")
 CHECKPOINT_NAME = "xlnet_model.ckpt"
 CONFIG_NAME = "xlnet_config.json"
 
-# Training-state variables an original checkpoint may carry besides the weights (spec §7.1):
-# the step counter and optimizer slots. They are not weights, so reading skips them.
+# Training-state variables an original checkpoint may carry besides the weights (original-xlnet.md
+# §7.1): the step counter and optimizer slots. They are not weights, so reading skips them.
 _TRAINING_STATE = re.compile(r"(^global_step$|^beta[12]_power$|/(Adam|Adam_1|adam_m|adam_v)$)")
 # Fine-tuning heads of the original code (the "sequnece" typo is the original's).
 _FINE_TUNING_HEAD = re.compile(r"^model/(sequnece_summary|regression_[^/]+)/")

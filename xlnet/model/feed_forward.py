@@ -1,4 +1,5 @@
-"""FeedForward: the position-wise `ff` block (spec §6.9), before its residual and LayerNorm."""
+"""FeedForward: the position-wise `ff` block (original-xlnet.md §6.9), before its residual and
+LayerNorm."""
 
 import keras
 import tensorflow as tf

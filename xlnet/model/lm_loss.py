@@ -1,4 +1,5 @@
-"""The LM loss on target rows: the original's masked mean of cross-entropy (spec §6.11)."""
+"""The LM loss on target rows: the original's masked mean of cross-entropy (original-xlnet.md
+§6.11)."""
 
 import tensorflow as tf
 

@@ -1,4 +1,4 @@
-"""Permutation-LM inputs from stored factorization ranks (spec §5), as batched TF ops.
+"""Permutation-LM inputs from stored factorization ranks (original-xlnet.md §5), as batched TF ops.
 
 The dataset stores, per example, `input_ids`, `is_masked` and `perm_rank` (a few KB); the
 [L, L] attention mask and the target rows are derived here, the same way for the trainer and

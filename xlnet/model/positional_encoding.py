@@ -1,5 +1,5 @@
-"""Relative encodings shared by all layers: the sinusoidal position encoding (spec §6.4) and
-the relative segment matrix (spec §6.6)."""
+"""Relative encodings shared by all layers: the sinusoidal position encoding (original-xlnet.md
+§6.4) and the relative segment matrix (original-xlnet.md §6.6)."""
 
 import tensorflow as tf
 
@@ -33,7 +33,7 @@ def relative_positional_encoding(q_len, k_len, d_model, bi_data, clamp_len):
 def relative_segment_matrix(segment_ids, mem_len):
     """bool [B, L, M+L]: True where query i and key j are in different segments.
 
-    Memory keys count as segment 0; only equality matters (spec §6.6)."""
+    Memory keys count as segment 0; only equality matters (original-xlnet.md §6.6)."""
     segment_ids = tf.cast(segment_ids, tf.int32)  # [B, L]
     memory_segments = tf.zeros([tf.shape(segment_ids)[0], mem_len], tf.int32)  # [B, M]
     key_segments = tf.concat([memory_segments, segment_ids], axis=1)  # [B, M+L]

@@ -1,4 +1,5 @@
-"""RelativeAttention: XLNet's two-stream relative multi-head attention (spec §6.5-§6.8).
+"""RelativeAttention: XLNet's two-stream relative multi-head attention (original-xlnet.md
+§6.5-§6.8).
 
 The content stream (all L positions) and the query stream (only the K target rows) share every
 weight and the keys, values and position keys computed from `[memory ; content]`. The layer
@@ -23,7 +24,7 @@ def attention_bias(blocked):
 @tf.custom_gradient
 def rel_shift(position_scores):
     """[B, n, T, T+k] scores against all encoding rows -> [B, n, T, k] where entry (i, j) is
-    raw column `j + T - i`, i.e. distance `(k - T) + i - j` (spec §6.5).
+    raw column `j + T - i`, i.e. distance `(k - T) + i - j` (original-xlnet.md §6.5).
 
     The gradient is written as the inverse shift (two pads): TF's gradient of the slices
     (StridedSliceGrad) is about 20x slower on CPU."""

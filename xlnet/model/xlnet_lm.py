@@ -28,8 +28,9 @@ class XLNetLM(keras.Model):
         self.built = True
 
     def original_variables(self):
-        """Original TF1 checkpoint name (spec §7.1) -> Keras variable, in the original's shape."""
-        return {**self.backbone.original_variables(), "model/lm_loss/bias": self.lm_bias}
+        """Original TF1 checkpoint name (original-xlnet.md §7.1) -> Keras variable, in the
+        original's shape.""" return {**self.backbone.original_variables(), "model/lm_loss/bias":
+        self.lm_bias}
 
     def call(self, inputs, training=False, dropout_seed=None):
         c = self.config
