@@ -25,7 +25,8 @@ def sized(variables):
 
 def batch_inputs(config, seed=0, mems=True):
     """A batch with permutation masks built the way the trainer builds them (original-xlnet.md
-    §5.2).""" rng = np.random.default_rng(seed)
+    §5.2)."""
+    rng = np.random.default_rng(seed)
     input_ids = rng.integers(9, config.n_token, (BATCH, SEQ_LEN)).astype(np.int32)
     is_masked = np.zeros((BATCH, SEQ_LEN), np.int32)
     for b in range(BATCH):

@@ -57,7 +57,8 @@ class XLNetBackbone(keras.layers.Layer):
 
     def original_variables(self):
         """Original TF1 checkpoint name (original-xlnet.md §7.1) -> variable, in the original's
-        shape.""" prefix = "model/transformer"
+        shape."""
+        prefix = "model/transformer"
         names = {f"{prefix}/word_embedding/lookup_table": self.word_embedding,
                  f"{prefix}/mask_emb/mask_emb": self.mask_emb,
                  f"{prefix}/r_w_bias": self.content_bias,
@@ -167,8 +168,9 @@ class XLNetBackbone(keras.layers.Layer):
         return tf.stop_gradient(cached)  # [B, M, d]
 
     def _attention_masks(self, batch, q_len, m_len, perm_mask, memory_length):
-        """(content mask, query mask), bool [B, L, M+L], True = blocked (original-xlnet.md §5.6);
-        (None, None) when nothing is blocked. The content stream may always see its own position."""
+        """(content mask, query mask), bool [B, L, M+L], True = blocked (original-xlnet.md
+        §5.6); (None, None) when nothing is blocked. The content stream may always see its own
+        position."""
         k_len = m_len + q_len
         blocked = None
 

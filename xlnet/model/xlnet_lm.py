@@ -29,8 +29,8 @@ class XLNetLM(keras.Model):
 
     def original_variables(self):
         """Original TF1 checkpoint name (original-xlnet.md §7.1) -> Keras variable, in the
-        original's shape.""" return {**self.backbone.original_variables(), "model/lm_loss/bias":
-        self.lm_bias}
+        original's shape."""
+        return {**self.backbone.original_variables(), "model/lm_loss/bias": self.lm_bias}
 
     def call(self, inputs, training=False, dropout_seed=None):
         c = self.config
