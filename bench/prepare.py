@@ -24,7 +24,7 @@ logger = logging.getLogger("bench.prepare")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from xlnet.demo import document_lines, standard_library_documents  # noqa: E402
+from xlnet.demo_corpus import document_lines, standard_library_documents  # noqa: E402
 
 
 def write_corpus(directory, documents, copies, files_per_copy=4):
@@ -81,7 +81,7 @@ def _peak_rss_mib(pid):
 
 def run_prepare(argv):
     """Runs `xlnet prepare` as a child; returns (seconds, controller MiB, worker peak MiB)."""
-    command = [sys.executable, "-m", "preprocessing.prepare", *argv]
+    command = [sys.executable, "-m", "xlnet", "prepare", *argv]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     peaks = {}

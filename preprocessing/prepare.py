@@ -1,61 +1,42 @@
-"""`xlnet prepare`: the Beam job, text files -> a dataset directory (xlnet/schema.py).
+"""The corpus job (`xlnet prepare`): text files -> a dataset directory (xlnet/schema.py).
 
 Read and tokenize file ranges (tokens parked in OUTPUT/.tokens) -> balance blocks of documents
 over streams -> per stream and pass: segments, span masks, permutation ranks (and the reversed copy
-for bi_data) -> stream files -> stats.json, dataset_info.json, COMPLETED. Options this command
-does not know go to Beam; without --runner it runs locally (FnApiRunner) with one worker
-process per core.
+for bi_data) -> stream files -> stats.json, dataset_info.json, COMPLETED. Without --runner in
+Beam's options it runs locally (FnApiRunner) with one worker process per core.
 
 Beam is imported only when the job runs: importing it installs a root logging handler, which
 would make the command line's logging set-up a no-op.
 """
 
-import argparse
 import json
 import logging
 import os
 import re
-import sys
 import time
 
-from preprocessing.corpus_reader import match_input_files, plan_ranges
-from preprocessing.stream_builder import block_tokens_for
-from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
-from xlnet.errors import UserError
-from xlnet.config.run_config import load_run_config
-from xlnet.schema import STATS_FILE
 from preprocessing.beam_files import load_tokenizer
+from preprocessing.corpus_reader import match_input_files, plan_ranges
+from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
+from preprocessing.stream_builder import block_tokens_for
+from xlnet.config.run_config import load_run_config
+from xlnet.errors import UserError
+from xlnet.schema import STATS_FILE
 
 logger = logging.getLogger(__name__)
 _USER_ERROR_IN_WORKER = re.compile(r"UserError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
-
-
-def configure_parser(parser):
-    parser.add_argument("--input", required=True,
-                        help="glob of text files (one sentence per line, a blank line ends a "
-                        "document; .gz read as gzip); local, gs:// or s3://")
-    parser.add_argument("--tokenizer", required=True,
-                        help="SentencePiece model (from `xlnet train-tokenizer` or the released "
-                        "spiece.model)")
-    parser.add_argument("--output", required=True, help="dataset directory to write")
-    parser.add_argument("--config", required=True,
-                        help="run config (its data section and model.n_token are used)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set data.num_streams=16")
-    parser.epilog = ("Other options go to Apache Beam, e.g. --runner=DataflowRunner, "
-                     "--direct_num_workers=N.")
 
 
 def _local_to_absolute(path):
     return path if "://" in path else os.path.abspath(path)
 
 
-def _option_given(extra_argv, name):
-    return any(arg == name or arg.startswith(name + "=") for arg in extra_argv)
+def _option_given(beam_argv, name):
+    return any(arg == name or arg.startswith(name + "=") for arg in beam_argv)
 
 
-def beam_options(extra_argv):
-    """PipelineOptions from the unknown arguments.
+def beam_options(beam_argv):
+    """PipelineOptions from Beam's arguments.
 
     Without --runner: the local FnApiRunner (what the DirectRunner runs when it cannot fetch
     Prism, without the download attempt), one worker process per core.
@@ -63,13 +44,13 @@ def beam_options(extra_argv):
     from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                       StandardOptions)
 
-    options = PipelineOptions(list(extra_argv))
+    options = PipelineOptions(list(beam_argv))
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = "FnApiRunner"
     direct = options.view_as(DirectOptions)
-    if not _option_given(extra_argv, "--direct_num_workers"):
+    if not _option_given(beam_argv, "--direct_num_workers"):
         direct.direct_num_workers = os.cpu_count() or 1
-    if not _option_given(extra_argv, "--direct_running_mode") and direct.direct_num_workers > 1:
+    if not _option_given(beam_argv, "--direct_running_mode") and direct.direct_num_workers > 1:
         direct.direct_running_mode = "multi_processing"
     return options
 
@@ -127,22 +108,27 @@ def _log_summary(result, stats, seconds, output_dir):
                 ", ".join(f"{k}: {v}" for k, v in stats["skipped_lines"].items()))
 
 
-def prepare(args, extra_argv):
-    """Runs the job; returns the stats.json content."""
+def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=()):
+    """Runs the job; returns the stats.json content.
+
+    `config` names a run config or is a path (its data section and model.n_token are used),
+    `overrides` are `section.key=value` strings, `beam_argv` Beam's own options (e.g.
+    `--runner=DataflowRunner`, `--direct_num_workers=2`).
+    """
     from apache_beam.io.filesystems import FileSystems
 
-    run_config = load_run_config(args.config, args.set)
+    run_config = load_run_config(config, overrides)
     data_config = run_config.data
-    tokenizer_path = _local_to_absolute(args.tokenizer)
-    output_dir = _local_to_absolute(args.output)
+    tokenizer_path = _local_to_absolute(tokenizer)
+    output_dir = _local_to_absolute(output_dir)
     tokenizer = load_tokenizer(tokenizer_path, uncased=data_config.uncased,
                                n_token=run_config.model.n_token)
-    files = match_input_files(_local_to_absolute(args.input))
+    files = match_input_files(_local_to_absolute(input_glob))
     source_files = [path for path, _ in files]
     check_output_dir(output_dir, {"data": data_config.get_config(),
                                   "tokenizer_sha256": tokenizer.sha256,
                                   "source_files": source_files})
-    options = beam_options(extra_argv)
+    options = beam_options(beam_argv)
     corpus_bytes = sum(size for _, size in files)
     block_tokens = block_tokens_for(corpus_bytes, data_config.num_streams, data_config.seq_len)
     logger.info("preparing %d files (%d bytes) into %s with %d streams (blocks of ~%d tokens), "
@@ -156,26 +142,3 @@ def prepare(args, extra_argv):
         stats = json.loads(f.read().decode("utf-8"))
     _log_summary(result, stats, time.monotonic() - started, output_dir)
     return stats
-
-
-def run_command(args, extra_argv):
-    prepare(args, extra_argv)
-    return 0
-
-
-def run(argv):
-    """Programmatic entry: `run(["--input", ..., "--direct_num_workers=2"])` -> stats."""
-    parser = argparse.ArgumentParser(prog="xlnet prepare")
-    configure_parser(parser)
-    args, extra_argv = parser.parse_known_args(argv)
-    return prepare(args, extra_argv)
-
-
-def main():
-    from xlnet.commands.main import main as cli_main
-
-    return cli_main(["prepare", *sys.argv[1:]])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -53,6 +53,8 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
     """Trains and writes `output_dir/spiece.model`; returns its path."""
     from apache_beam.io.filesystems import FileSystems
 
+    if max_sentences <= 0:
+        raise UserError(f"--max-sentences: must be positive, got {max_sentences}")
     if vocab_size <= len(SPECIAL_PIECES) + len(USER_DEFINED_SYMBOLS) - 1:
         raise UserError(f"--vocab-size: {vocab_size} does not leave room beyond the "
                         f"{len(SPECIAL_PIECES) + len(USER_DEFINED_SYMBOLS) - 1} special pieces")
@@ -82,26 +84,3 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
     write_file(path, model.getvalue())
     logger.info("wrote %s", path)
     return path
-
-
-def configure_parser(parser):
-    parser.add_argument("--input", required=True, help="glob of text files, one sentence a line")
-    parser.add_argument("--vocab-size", type=int, required=True,
-                        help="pieces in the model; must equal model.n_token (32000 original)")
-    parser.add_argument("--output", required=True, help="directory for spiece.model")
-    parser.add_argument("--uncased", action="store_true",
-                        help="lower-case the text (set data.uncased=true to match)")
-    parser.add_argument("--max-sentences", type=int, default=10_000_000,
-                        help="lines sampled from the corpus for training (default 10M)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--character-coverage", type=float, default=0.99995,
-                        help="SentencePiece character_coverage (original 0.99995)")
-
-
-def run_command(args, extra_argv):
-    if args.max_sentences <= 0:
-        raise UserError(f"--max-sentences: must be positive, got {args.max_sentences}")
-    train_tokenizer(args.input, args.vocab_size, args.output, uncased=args.uncased,
-                    max_sentences=args.max_sentences, seed=args.seed,
-                    character_coverage=args.character_coverage)
-    return 0

@@ -1,66 +1,32 @@
-"""`xlnet pretrain`: train XLNet from a prepared dataset, resuming from the model directory."""
+"""Pretraining (`xlnet pretrain`): train XLNet from a prepared dataset, resuming from the model
+directory."""
 
 import logging
 
-from xlnet.errors import UserError
 from xlnet.config.run_config import load_run_config
+from xlnet.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-# Command-line flags that are shorthands for `--set train.<key>=<value>`.
-TRAIN_FLAGS = ("steps", "strategy", "log_every", "checkpoint_every", "seed")
 
+def pretrain(config, data_dir, model_dir, overrides=(), tpu=None, init_checkpoint=None,
+             profile_steps=None):
+    """Trains to `train.steps`, resuming from the newest good checkpoint in `model_dir`.
 
-def configure_parser(parser):
-    parser.add_argument("--config", required=True,
-                        help="run config: a YAML path or a name in configs/ (tiny, base, large)")
-    parser.add_argument("--data", required=True, help="dataset directory from `xlnet prepare`")
-    parser.add_argument("--model-dir", required=True,
-                        help="checkpoints, TensorBoard logs and the run config; an existing "
-                        "one is resumed from its newest good checkpoint")
-    parser.add_argument("--init-checkpoint", metavar="PATH",
-                        help="start a new run from an original-format checkpoint (a released "
-                        "model's xlnet_model.ckpt, `xlnet export --format original-tf`, or a "
-                        "directory holding one); ignored when --model-dir has checkpoints")
-    parser.add_argument("--steps", type=int, help="train.steps")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker", "tpu"),
-                        help="train.strategy (multi_worker reads TF_CONFIG or Slurm)")
-    parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
-    parser.add_argument("--log-every", type=int, help="train.log_every")
-    parser.add_argument("--checkpoint-every", type=int, help="train.checkpoint_every")
-    parser.add_argument("--seed", type=int, help="train.seed")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (repeatable)")
-    parser.add_argument("--profile-steps", metavar="A,B",
-                        help="write a TensorBoard profile of steps A to B")
-
-
-def parse_profile_steps(text):
-    if not text:
-        return None
-    try:
-        first, last = (int(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(f"--profile-steps {text!r}: expected two step numbers A,B") from None
-    if not 0 < first <= last:
-        raise UserError(f"--profile-steps {text!r}: need 0 < A <= B")
-    return first, last
-
-
-def run_command(args, extra_argv):
-    overrides = list(args.set)
-    for name in TRAIN_FLAGS:
-        value = getattr(args, name)
-        if value is not None:
-            overrides.append(f"train.{name}={value}")
-    run_config = load_run_config(args.config, overrides)
-    profile_steps = parse_profile_steps(args.profile_steps)
+    `config` names a run config or is a path, `overrides` are `section.key=value` strings,
+    `tpu` names the TPU of `train.strategy: tpu`, `init_checkpoint` is an original-format
+    checkpoint whose weights start a new run, `profile_steps` (A, B) writes a TensorBoard
+    profile of steps A to B. Returns 0, or 143 after a SIGTERM (a checkpoint was saved).
+    """
+    run_config = load_run_config(config, overrides)
+    if profile_steps is not None and not 0 < profile_steps[0] <= profile_steps[1]:
+        raise UserError(f"--profile-steps {profile_steps[0]},{profile_steps[1]}: "
+                        "need 0 < A <= B")
     # The strategy comes first: multi-worker setup must precede any other TF work.
     from pretrain.distribution import create_strategy
-    strategy = create_strategy(run_config.train.strategy, tpu=args.tpu)
+    strategy = create_strategy(run_config.train.strategy, tpu=tpu)
     from pretrain.trainer import Trainer
     logger.info("strategy %s with %d replica(s)", type(strategy).__name__,
                 strategy.num_replicas_in_sync)
-    trainer = Trainer(run_config, args.data, args.model_dir, strategy, profile_steps,
-                      args.init_checkpoint)
+    trainer = Trainer(run_config, data_dir, model_dir, strategy, profile_steps, init_checkpoint)
     return trainer.train()

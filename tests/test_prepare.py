@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
-from preprocessing.prepare import run
+from xlnet.commands.prepare import run
 from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, build_stream,
                                           document_blocks, tokenize_document)
 from tests.text_corpus import train_tiny_tokenizer, write_corpus

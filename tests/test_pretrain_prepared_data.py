@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pretrain_harness import record_run
-from preprocessing.prepare import run
+from xlnet.commands.prepare import run
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 
 SETTINGS = ["model.n_token=300", "data.num_streams=4", "data.num_passes=2"]

@@ -1,28 +1,20 @@
 """`xlnet`: the one entry point, and the one place that knows every stage.
 
-Each stage module provides `configure_parser(parser)` and `run_command(args, extra_argv)`;
-modules are imported only when their subcommand runs, so `xlnet --help` is instant.
+Each command module holds its subcommand's arguments (`configure_parser`), calls its stage
+(`call`, importing the stage only then, so `xlnet --help` stays instant) and offers `run(argv)`
+for its own command line.
 """
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
+from xlnet.commands import arguments, demo, export, prepare, pretrain, train_tokenizer
 from xlnet.errors import UserError
 
-COMMANDS = {
-    "train-tokenizer": ("preprocessing.train_tokenizer",
-                        "train a SentencePiece model with the original special ids"),
-    "prepare": ("preprocessing.prepare",
-                "the Beam job: text -> streams, span masks, permutations -> TFRecords"),
-    "pretrain": ("pretrain.train", "train XLNet with tf.distribute, memory and TensorBoard"),
-    "export": ("xlnet.export", "write trained weights for the original code, HF or TF Serving"),
-    "demo": ("xlnet.demo", "the whole job end to end on an embedded corpus"),
-}
-# Only these subcommands hand unknown options on (to Apache Beam).
-PASSES_UNKNOWN_OPTIONS = {"prepare"}
+COMMANDS = {command.NAME: command
+            for command in (train_tokenizer, prepare, pretrain, export, demo)}
 
 
 def build_parser(command=None):
@@ -32,10 +24,10 @@ def build_parser(command=None):
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+    for name, module in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         if name == command:
-            importlib.import_module(module_name).configure_parser(sub)
+            module.configure_parser(sub)
     return parser
 
 
@@ -51,7 +43,7 @@ def main(argv=None):
     debug = "--debug" in argv
     try:
         parser = build_parser(command)
-        if command in PASSES_UNKNOWN_OPTIONS:
+        if command and COMMANDS[command].PASSES_UNKNOWN_OPTIONS:
             args, extra = parser.parse_known_args(argv)
         else:
             args, extra = parser.parse_args(argv), []
@@ -62,8 +54,7 @@ def main(argv=None):
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         # Beam's runner logs every worker event at INFO; our stages log their own progress.
         logging.getLogger("apache_beam").setLevel(max(logging.WARNING, logging.root.level))
-        module = importlib.import_module(COMMANDS[args.command][0])
-        return module.run_command(args, extra) or 0
+        return arguments.exit_status(COMMANDS[args.command].call(args, extra))
     except UserError as e:
         if debug:
             raise

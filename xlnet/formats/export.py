@@ -1,4 +1,4 @@
-"""`xlnet export`: hand trained weights to other tools.
+"""Export (`xlnet export`): hand trained weights to other tools.
 
   original-tf   xlnet_model.ckpt.* + xlnet_config.json with the original TF1 variable names:
                 the original scripts (--init_checkpoint), keras-xlnet and HF's converter read it
@@ -18,34 +18,15 @@ from xlnet.config.model_config import XLNetConfig
 from xlnet.errors import UserError
 from xlnet.formats.hf_export import write_hf
 from xlnet.formats.model_dir import RUN_CONFIG_FILE, ModelDirectory, restore_model_weights
-from xlnet.formats.original_checkpoint import (CONFIG_NAME, assign_to_model, model_arrays,
-                                       read_original_checkpoint, write_original_checkpoint)
+from xlnet.formats.original_checkpoint import (CONFIG_NAME, model_arrays, read_original_checkpoint,
+                                               write_original_checkpoint)
+from xlnet.formats.saved_model import write_saved_model
 from xlnet.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("original-tf", "hf", "saved-model")
 RELEASED_SEQ_LEN, RELEASED_NUM_PREDICT = 512, 85
-
-
-def configure_parser(parser):
-    parser.add_argument("--model-dir", required=True,
-                        help="a trainer's model directory (run_config.yaml + checkpoints), or "
-                             "an original release directory (xlnet_config.json + "
-                             "xlnet_model.ckpt.*)")
-    parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="original-tf: the original TF1 variable names; hf: transformers "
-                             "config.json + model.safetensors; saved-model: TF Serving")
-    parser.add_argument("--output", required=True,
-                        help="directory to create (must not exist or be empty)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="a checkpoint prefix inside --model-dir (default: the newest)")
-    parser.add_argument("--seq-len", type=int, default=None,
-                        help="saved-model: tokens per example (default: the run's "
-                             f"data.seq_len, else {RELEASED_SEQ_LEN})")
-    parser.add_argument("--num-predict", type=int, default=None,
-                        help="saved-model: target rows per example (default: the run's "
-                             f"data.num_predict, else {RELEASED_NUM_PREDICT})")
 
 
 def load_weights(model_dir, checkpoint=None):
@@ -76,40 +57,6 @@ def _load_trainer_weights(directory, checkpoint):
     restore_model_weights(model, prefix)
     logger.info("restored %s", prefix)
     return config, run_config.data, model_arrays(model)
-
-
-def write_saved_model(arrays, config, directory, seq_len, num_predict):
-    """A SavedModel for TF Serving, forward text without memory, shapes fixed at `seq_len`
-    tokens and `num_predict` targets: `serving_default` (input_ids, segment_ids, perm_mask,
-    target_mapping -> logits, features) and `features` (input_ids, segment_ids -> features)."""
-    import tensorflow as tf
-
-    from xlnet.model.xlnet_lm import XLNetLM
-
-    model = XLNetLM(config.replace(mem_len=0, bi_data=False, dropout=0.0, dropatt=0.0))
-    assign_to_model(model, arrays, config)
-    ids = tf.TensorSpec([None, seq_len], tf.int32, name="input_ids")
-    segments = tf.TensorSpec([None, seq_len], tf.int32, name="segment_ids")
-    perm_mask = tf.TensorSpec([None, seq_len, seq_len], tf.float32, name="perm_mask")
-    target_mapping = tf.TensorSpec([None, num_predict, seq_len], tf.float32,
-                                   name="target_mapping")
-
-    @tf.function(input_signature=[ids, segments, perm_mask, target_mapping])
-    def serving_default(input_ids, segment_ids, perm_mask, target_mapping):
-        outputs = model({"input_ids": input_ids, "segment_ids": segment_ids,
-                         "perm_mask": perm_mask, "target_mapping": target_mapping})
-        return {"logits": outputs["logits"], "features": outputs["features"]}
-
-    @tf.function(input_signature=[ids, segments])
-    def features(input_ids, segment_ids):
-        return {"features": model({"input_ids": input_ids,
-                                   "segment_ids": segment_ids})["features"]}
-
-    module = tf.Module()
-    module.model = model
-    tf.saved_model.save(module, directory, signatures={
-        "serving_default": serving_default, "features": features})
-    return directory
 
 
 def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=None):
@@ -147,9 +94,3 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s (%s) to %s", model_dir, fmt, output)
     return output
-
-
-def run_command(args, extra_argv):
-    export(args.model_dir, args.format, args.output, args.checkpoint, args.seq_len,
-           args.num_predict)
-    return 0
