@@ -213,7 +213,7 @@ def test_an_interrupted_job_leaves_no_completed_and_can_run_again(workspace, tmp
     argv = ["--input", str(corpus / "*.txt"), "--tokenizer", workspace["tokenizer"],
             "--output", str(output), "--config", "tiny", *SETTINGS,
             "--set", "data.num_streams=16", "--direct_num_workers=1"]
-    process = subprocess.Popen([sys.executable, "-m", "preprocessing.prepare", *argv],
+    process = subprocess.Popen([sys.executable, "-m", "xlnet", "prepare", *argv],
                                start_new_session=True, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
