@@ -17,15 +17,6 @@ import numpy as np
 from xlnet.schema import CLS_ID, SEP_ID
 
 
-@dataclasses.dataclass
-class Segment:
-    index: int
-    input_ids: np.ndarray  # [L] int32: reuse part, A, <sep>, B, <sep>, <cls>
-    segment_ids: np.ndarray  # [L] int8: 0 reuse+A+sep, 1 B+sep, 2 cls
-    label: int  # 1 = B continues A
-    a_end: int  # stream offset one past A (the stream is covered up to here)
-
-
 def cut_points(sent_ids):
     """Offsets k with sent_ids[k] != sent_ids[k-1], ascending."""
     return np.flatnonzero(sent_ids[1:] != sent_ids[:-1]) + 1
@@ -81,7 +72,7 @@ class SegmentBatch:
 
 
 class Segmenter:
-    """Yields the Segments of one stream in order."""
+    """Cuts one stream into SegmentBatches, in order."""
 
     def __init__(self, seq_len, reuse_len):
         self.seq_len = seq_len
@@ -90,13 +81,6 @@ class Segmenter:
 
     def num_segments(self, length):
         return 0 if length < self.seq_len else (length - self.seq_len) // self.reuse_len + 1
-
-    def segments(self, ids, sent_ids, rng):
-        """The Segments one at a time (the same draws as `batches`)."""
-        for batch in self.batches(ids, sent_ids, rng, 1):
-            yield Segment(index=int(batch.index[0]), input_ids=batch.input_ids[0],
-                          segment_ids=batch.segment_ids[0], label=int(batch.label[0]),
-                          a_end=int(batch.a_end[0]))
 
     def batches(self, ids, sent_ids, rng, batch_size):
         """SegmentBatches of up to `batch_size` consecutive segments, in order."""

@@ -36,31 +36,6 @@ class SpanMaskSampler:
         # n·alpha < beta; a context of 1 (no left context) keeps such settings usable.
         self._context = np.maximum(1, lengths * alpha // beta)  # [max_gram + 1]
 
-    def sample(self, tokens, goal, reverse, rng):
-        """One segment: (mask [S] bool, spans [(begin, end)] in `tokens` order)."""
-        masks, (_, begins, ends) = self.sample_batch(np.asarray(tokens)[None, :], goal,
-                                                     reverse, rng)
-        return masks[0], sorted(zip(begins.tolist(), ends.tolist()))
-
-    def sample_batch(self, tokens, goal, reverse, rng):
-        """Segments [B, S] -> (masks [B, S] bool, spans (rows, begins, ends) [spans] each).
-
-        Span positions are in `tokens` order (for reversed rows: of the reversed text).
-        """
-        tokens = np.asarray(tokens)
-        batch, size = tokens.shape
-        if reverse:
-            tokens = tokens[:, ::-1]  # restores forward reading order for backward rows
-        sizes = np.full(batch, size)
-        masks, (rows, begins, ends) = self._sample(tokens, sizes, np.full(batch, goal), rng)
-        masks = masks.reshape(batch, size)
-        self._fill(masks, goal, rng)
-        if reverse:
-            masks = masks[:, ::-1]
-            begins, ends = size - ends, size - begins
-        order = np.lexsort((begins, rows))
-        return masks, (rows[order], begins[order], ends[order])
-
     def sample_halves(self, input_ids, reuse_len, goals, reverse, rng):
         """Examples [n, L] -> (masks [n, L] bool, spans (halves, begins, ends) [spans] each).
 
@@ -71,15 +46,15 @@ class SpanMaskSampler:
         halves = ((0, reuse_len), (reuse_len, seq_len))
         tokens = _reverse_halves(input_ids, reuse_len) if reverse else input_ids  # [n, L]
         sizes = np.tile([reuse_len, seq_len - reuse_len], count)  # [2n]: halves in row order
-        masks, spans = self._sample(tokens, sizes, np.tile(goals, count), rng)
+        masks, spans = self.sample_rows(tokens, sizes, np.tile(goals, count), rng)
         masks = masks.reshape(count, seq_len)
         for (begin, end), goal in zip(halves, goals):
-            self._fill(masks[:, begin:end], goal, rng)
+            self.fill(masks[:, begin:end], goal, rng)
         if reverse:
             masks = _reverse_halves(masks, reuse_len)
         return masks, spans
 
-    def _sample(self, tokens, sizes, goals, rng):
+    def sample_rows(self, tokens, sizes, goals, rng):
         """Spans of consecutive rows of `tokens` (any shape, flattened) with `sizes` [rows] and
         `goals` [rows] -> (flat span mask, (rows, begins, ends) within each row)."""
         too_large = np.flatnonzero(goals > sizes)
@@ -140,7 +115,7 @@ class SpanMaskSampler:
         return np.nonzero(accepted)[1], np.stack(begins)[accepted], np.stack(ends)[accepted]
 
     @staticmethod
-    def _fill(masks, goal, rng):
+    def fill(masks, goal, rng):
         """Masks uniformly chosen free positions of `masks` [B, S] (a view, changed in place)
         until each row holds `goal`.
 

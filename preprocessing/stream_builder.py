@@ -20,29 +20,12 @@ from xlnet.schema import EOD_ID
 
 
 @dataclasses.dataclass
-class TokenizedDocument:
-    key: tuple
-    ids: np.ndarray  # [n] int32
-    line_lengths: np.ndarray  # [lines] int64, each > 0; the <eod> counts in the last line
-    lines: int  # lines read (before dropping lines that encode to nothing)
-
-
-@dataclasses.dataclass
 class TokenizedRange:
     """The non-empty documents of a file range, concatenated in corpus order."""
     ids: np.ndarray  # [N] int32, every document's <eod> included
     line_lengths: np.ndarray  # [M] int64, each > 0; the <eod> counts in its document's last line
     document_tokens: np.ndarray  # [D] int64
     document_lines: np.ndarray  # [D] int64: entries of line_lengths per document
-
-
-def tokenize_document(tokenizer, document, use_eod):
-    """Encodes a Document; None when no line of it encodes to any token."""
-    tokenized = tokenize_documents(tokenizer, [document], use_eod)
-    if not tokenized.document_tokens.size:
-        return None
-    return TokenizedDocument(key=document.key, ids=tokenized.ids,
-                             line_lengths=tokenized.line_lengths, lines=len(document.lines))
 
 
 def tokenize_documents(tokenizer, documents, use_eod):
@@ -128,12 +111,6 @@ def check_stream_lengths(stream_tokens, seq_len, num_streams):
             f"data.num_streams: the corpus has {total} tokens, too few for {num_streams} streams "
             f"of at least seq_len={seq_len} tokens (stream {shortest} gets "
             f"{stream_tokens[shortest]}); lower data.num_streams or add text")
-
-
-def build_stream(documents):
-    """Concatenates TokenizedDocuments (already in stream order) -> (ids [T], sent_ids [T])."""
-    return sentence_stream(np.concatenate([d.ids for d in documents]),
-                           np.concatenate([d.line_lengths for d in documents]))
 
 
 def sentence_stream(ids, line_lengths):

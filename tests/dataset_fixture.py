@@ -2,9 +2,9 @@
 streams (real TFRecords of tf.train.Example), for trainer tests that must not wait for Beam.
 
 Each forward stream is a random token row; segment `i` takes its reuse part from
-`row[i·R : (i+1)·R]` and its A part from where the next reuse part starts (original-xlnet.md §3.4),
-so consecutive segments of a stream continue each other. The reversed copy of forward stream `s`
-is stream `num_streams + s`, built the same way from the reversed row.
+`row[i·R : (i+1)·R]` and its A part from where the next reuse part starts (original-xlnet.md
+§3.4), so consecutive segments of a stream continue each other. The reversed copy of forward
+stream `s` is stream `num_streams + s`, built the same way from the reversed row.
 """
 
 import hashlib

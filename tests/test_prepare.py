@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pytest
 
+from document_streams import build_stream, tokenize_document
 from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
-from xlnet.commands.prepare import run
-from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, build_stream,
-                                          document_blocks, tokenize_document)
+from preprocessing.stream_builder import StreamAssigner, block_tokens_for, document_blocks
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 from xlnet.commands import main as cli
-from xlnet.errors import UserError
+from xlnet.commands.prepare import run
 from xlnet.config.run_config import load_run_config
+from xlnet.errors import UserError
 from xlnet.schema import COMPLETED_FILE, SEP_ID, DatasetInfo
 from xlnet.tokenizer import Tokenizer
 

@@ -1,7 +1,17 @@
+import types
+
 import numpy as np
 
 from preprocessing.segmenter import Segmenter, cut_points, split_a_b, trim_to_total
 from xlnet.schema import CLS_ID, SEP_ID
+
+
+def _one_by_one(segmenter, ids, sent_ids, rng):
+    """The segments one at a time (batches of one: the same draws as larger batches)."""
+    for batch in segmenter.batches(ids, sent_ids, rng, 1):
+        yield types.SimpleNamespace(index=int(batch.index[0]), input_ids=batch.input_ids[0],
+                                    segment_ids=batch.segment_ids[0], label=int(batch.label[0]),
+                                    a_end=int(batch.a_end[0]))
 
 
 def _spec_split(sent_ids, begin, total, draws):
@@ -81,7 +91,7 @@ def test_layout_length_invariant_and_reuse_continuation():
     ids = rng.integers(20, 300, size=1000).astype(np.int32)
     sent_ids = _random_sent_ids(rng, ids.size, mean_sentence=12)
     segmenter = Segmenter(seq_len, reuse_len)
-    segments = list(segmenter.segments(ids, sent_ids, np.random.default_rng(2)))
+    segments = list(_one_by_one(segmenter, ids, sent_ids, np.random.default_rng(2)))
     assert len(segments) == (1000 - 64) // 32 + 1 == segmenter.num_segments(1000)
     for k, segment in enumerate(segments):
         x, s = segment.input_ids, segment.segment_ids
@@ -105,4 +115,4 @@ def test_layout_length_invariant_and_reuse_continuation():
 def test_short_stream_has_no_segments():
     segmenter = Segmenter(64, 32)
     ids = np.arange(63, dtype=np.int32)
-    assert list(segmenter.segments(ids, np.zeros(63, np.int8), np.random.default_rng())) == []
+    assert list(_one_by_one(segmenter, ids, np.zeros(63, np.int8), np.random.default_rng())) == []

@@ -3,9 +3,9 @@ import pytest
 
 from preprocessing.corpus_reader import Document
 from preprocessing.segmenter import cut_points
-from preprocessing.stream_builder import (StreamAssigner, TokenizedDocument, block_tokens_for,
-                                          build_stream, check_stream_lengths, document_blocks,
-                                          tokenize_document, tokenize_documents)
+from document_streams import TokenizedDocument, build_stream, tokenize_document
+from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, check_stream_lengths,
+                                          document_blocks, tokenize_documents)
 from preprocessing.token_store import read_parked, read_store, write_store
 from tests.text_corpus import train_tiny_tokenizer
 from xlnet.errors import UserError
