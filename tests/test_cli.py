@@ -71,3 +71,13 @@ def test_user_errors_are_one_line(tmp_path, args, names):
 def test_argparse_errors_exit_nonzero():
     result = run_xlnet("pretrain", "--steps", "many")
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+def test_the_package_exports_the_public_names_without_loading_tensorflow():
+    script = ("import sys, xlnet\n"
+              "assert 'tensorflow' not in sys.modules\n"
+              "names = [getattr(xlnet, name) for name in xlnet.__all__]\n"
+              "assert xlnet.XLNetLM.__name__ == 'XLNetLM' and xlnet.ATTENTION_TYPE_UNI == 'uni'\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
