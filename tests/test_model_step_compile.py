@@ -1,5 +1,6 @@
 """The whole training step compiles with XLA, and runs under MirroredStrategy on two logical
-CPU devices with the XLA pattern of notes/recipes.md.
+CPU devices with the trainer's XLA pattern (forward and backward jit-compiled inside the replica
+function, gradients applied outside it).
 
 Logical devices must be configured before TensorFlow initialises, so the checks run in a fresh
 interpreter; the script asserts and the test reports its output."""
