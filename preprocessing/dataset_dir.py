@@ -8,10 +8,9 @@ from preprocessing.beam_files import write_file
 from preprocessing.stream_writer import RNG_DESCRIPTION
 from preprocessing.token_store import STORE_DIR
 from xlnet.errors import UserError
-from xlnet.schema import COMPLETED_FILE, INFO_FILE, STATS_FILE, DatasetInfo
+from xlnet.schema import COMPLETED_FILE, INFO_FILE, PASS_DIR_PREFIX, STATS_FILE, DatasetInfo
 
 logger = logging.getLogger(__name__)
-_PASS_DIR_PREFIX = "pass-"
 
 
 def _filesystems():
@@ -59,7 +58,7 @@ def check_output_dir(output_dir, identity):
         _refuse_difference(output_dir, existing, identity)
     else:
         ours = {STATS_FILE, COMPLETED_FILE, STORE_DIR}
-        foreign = sorted(n for n in names if n not in ours and not n.startswith(_PASS_DIR_PREFIX))
+        foreign = sorted(n for n in names if n not in ours and not n.startswith(PASS_DIR_PREFIX))
         if foreign:
             raise UserError(f"--output {output_dir}: not empty and not an xlnet dataset "
                             f"(holds {foreign[0]!r}); choose an empty or new directory")
@@ -87,7 +86,7 @@ def _remove_stale_stream_files(output_dir, listed):
     """Deletes files under pass-*/ that this run did not write (an earlier, killed run's)."""
     fs = _filesystems()
     prefix = output_dir.rstrip("/") + "/"
-    stale = [m.path for m in fs.match([prefix + _PASS_DIR_PREFIX + "*/*"])[0].metadata_list
+    stale = [m.path for m in fs.match([prefix + PASS_DIR_PREFIX + "*/*"])[0].metadata_list
              if m.path[len(prefix):] not in listed]
     if stale:
         fs.delete(stale)

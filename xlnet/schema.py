@@ -37,8 +37,11 @@ def _join(directory, name):
     return f"{directory.rstrip('/')}/{name}"
 
 
+PASS_DIR_PREFIX = "pass-"
+
+
 def stream_file(pass_index, stream):
-    return f"pass-{pass_index:03d}/stream-{stream:05d}.tfrecord"
+    return f"{PASS_DIR_PREFIX}{pass_index:03d}/stream-{stream:05d}.tfrecord"
 
 
 @dataclasses.dataclass
