@@ -8,7 +8,8 @@ from preprocessing.beam_files import write_file
 from preprocessing.stream_writer import RNG_DESCRIPTION
 from preprocessing.token_store import STORE_DIR
 from xlnet.errors import UserError
-from xlnet.schema import COMPLETED_FILE, INFO_FILE, PASS_DIR_PREFIX, STATS_FILE, DatasetInfo
+from xlnet.schema import (COMPLETED_FILE, EVAL, EVAL_DIR, INFO_FILE, PASS_DIR_PREFIX, STATS_FILE,
+                          TRAIN, DatasetInfo)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def _read_json(path):
 def check_output_dir(output_dir, identity):
     """Refuses an output directory that holds another dataset or unrelated files.
 
-    `identity` = {"data": ..., "tokenizer_sha256": ..., "source_files": ...}. The same
+    `identity` = {"data": ..., "tokenizer_sha256": ..., "source_files": ...,
+    "eval_source_files": ...}. The same
     dataset may be written again (its COMPLETED is removed first).
     """
     fs = _filesystems()
@@ -57,7 +59,7 @@ def check_output_dir(output_dir, identity):
                             "another --output") from None
         _refuse_difference(output_dir, existing, identity)
     else:
-        ours = {STATS_FILE, COMPLETED_FILE, STORE_DIR}
+        ours = {STATS_FILE, COMPLETED_FILE, STORE_DIR, EVAL_DIR}
         foreign = sorted(n for n in names if n not in ours and not n.startswith(PASS_DIR_PREFIX))
         if foreign:
             raise UserError(f"--output {output_dir}: not empty and not an xlnet dataset "
@@ -70,8 +72,9 @@ def check_output_dir(output_dir, identity):
 def _refuse_difference(output_dir, existing, identity):
     have = {"data": existing.get("data"),
             "tokenizer_sha256": (existing.get("tokenizer") or {}).get("sha256"),
-            "source_files": existing.get("source_files")}
-    for name in ("tokenizer_sha256", "source_files"):
+            "source_files": existing.get("source_files"),
+            "eval_source_files": existing.get("eval_source_files", [])}
+    for name in ("tokenizer_sha256", "source_files", "eval_source_files"):
         if have[name] != identity[name]:
             raise UserError(f"--output {output_dir}: holds a different dataset ({name} "
                             "differs); choose another --output or delete that directory")
@@ -83,10 +86,11 @@ def _refuse_difference(output_dir, existing, identity):
 
 
 def _remove_stale_stream_files(output_dir, listed):
-    """Deletes files under pass-*/ that this run did not write (an earlier, killed run's)."""
+    """Deletes stream files that this run did not write (an earlier, killed run's)."""
     fs = _filesystems()
     prefix = output_dir.rstrip("/") + "/"
-    stale = [m.path for m in fs.match([prefix + PASS_DIR_PREFIX + "*/*"])[0].metadata_list
+    patterns = [prefix + PASS_DIR_PREFIX + "*/*", f"{prefix}{EVAL_DIR}/{PASS_DIR_PREFIX}*/*"]
+    stale = [m.path for result in fs.match(patterns) for m in result.metadata_list
              if m.path[len(prefix):] not in listed]
     if stale:
         fs.delete(stale)
@@ -103,7 +107,8 @@ def _remove_token_store(output_dir):
 
 
 def summarize(file_results, document_stats, num_passes, seq_len):
-    """stats.json content from the per-file results and the document counts."""
+    """stats.json content of one split from its per-file results (pass, entry, stats) and its
+    document counts."""
     passes = []
     for pass_index in range(num_passes):
         results = [(entry, stats) for p, entry, stats in file_results if p == pass_index]
@@ -143,34 +148,55 @@ def summarize(file_results, document_stats, num_passes, seq_len):
     }
 
 
+def _split_passes(file_results, split, num_passes, seed):
+    passes = []
+    for pass_index in range(num_passes):
+        entries = sorted((entry for s, p, entry, _ in file_results
+                          if s == split and p == pass_index), key=lambda e: e["stream"])
+        passes.append({"pass": pass_index, "seed": seed, "rng": RNG_DESCRIPTION,
+                       "streams": entries})
+    return passes
+
+
 class DatasetFinalizer:
     """Called once, after every stream file exists: writes the metadata, COMPLETED last."""
 
-    def __init__(self, output_dir, data_config, tokenizer_description, source_files):
+    def __init__(self, output_dir, data_config, tokenizer_description, source_files,
+                 eval_source_files=()):
         self.output_dir = output_dir
         self.data_config = data_config
         self.tokenizer_description = tokenizer_description
         self.source_files = source_files
+        self.eval_source_files = list(eval_source_files)
 
     def __call__(self, file_results, document_stats):
+        """`file_results`: (split, pass, entry, stats) per file; `document_stats`: {split:
+        counts}. Returns the stats.json content (the eval split's under "eval")."""
         config = self.data_config
-        stats = summarize(file_results, document_stats, config.num_passes, config.seq_len)
-        passes = []
-        for pass_index in range(config.num_passes):
-            entries = sorted((entry for p, entry, _ in file_results if p == pass_index),
-                             key=lambda e: e["stream"])
-            passes.append({"pass": pass_index, "seed": config.seed, "rng": RNG_DESCRIPTION,
-                           "streams": entries})
-        info = DatasetInfo(data=config.get_config(), tokenizer=self.tokenizer_description,
-                           passes=passes,
-                           num_examples=sum(e["examples"] for p in passes for e in p["streams"]),
-                           source_files=self.source_files)
-        _remove_stale_stream_files(self.output_dir,
-                                   {e["file"] for p in passes for e in p["streams"]})
+
+        def split_results(split):
+            return [(p, entry, stats) for s, p, entry, stats in file_results if s == split]
+
+        stats = summarize(split_results(TRAIN), document_stats.get(TRAIN, {}), config.num_passes,
+                          config.seq_len)
+        passes = _split_passes(file_results, TRAIN, config.num_passes, config.seed)
+        has_eval = any(s == EVAL for s, *_ in file_results)
+        eval_passes = _split_passes(file_results, EVAL, 1, config.seed) if has_eval else []
+        if has_eval:
+            stats["eval"] = summarize(split_results(EVAL), document_stats.get(EVAL, {}), 1,
+                                      config.seq_len)
+        info = DatasetInfo(
+            data=config.get_config(), tokenizer=self.tokenizer_description, passes=passes,
+            num_examples=sum(e["examples"] for p in passes for e in p["streams"]),
+            source_files=self.source_files, eval_passes=eval_passes,
+            eval_num_examples=sum(e["examples"] for p in eval_passes for e in p["streams"]),
+            eval_source_files=self.eval_source_files)
+        _remove_stale_stream_files(self.output_dir, {e["file"] for p in passes + eval_passes
+                                                     for e in p["streams"]})
         _remove_token_store(self.output_dir)
         write_file(_join(self.output_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
         write_file(_join(self.output_dir, INFO_FILE), info.to_json())
         write_file(_join(self.output_dir, COMPLETED_FILE), "")
-        logger.info("wrote %s: %d examples in %d files", self.output_dir, info.num_examples,
-                    len(file_results))
+        logger.info("wrote %s: %d examples (%d in the eval split) in %d files", self.output_dir,
+                    info.num_examples, info.eval_num_examples, len(file_results))
         return stats

@@ -21,7 +21,7 @@ from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
 from preprocessing.stream_builder import block_tokens_for
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
-from xlnet.schema import STATS_FILE
+from xlnet.schema import EVAL, STATS_FILE, TRAIN
 
 logger = logging.getLogger(__name__)
 _USER_ERROR_IN_WORKER = re.compile(r"UserError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
@@ -55,22 +55,31 @@ def beam_options(beam_argv):
     return options
 
 
-def build_pipeline(pipeline, file_ranges, block_tokens, data_config, tokenizer, output_dir,
-                   source_files):
+def build_pipeline(pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
+                   source_files, eval_source_files):
+    """`split_ranges`: (source split, FileRanges) in corpus order, the eval corpus's last."""
+    from apache_beam import Flatten
+
     from preprocessing.transforms import (AssignStreams, FinalizeDataset, SumCounts,
                                           TokenizeRanges, WriteStreams)
 
     range_results = pipeline | "TokenizeRanges" >> TokenizeRanges(
-        file_ranges, tokenizer.path, tokenizer.sha256, data_config.uncased, data_config.use_eod,
-        block_tokens, output_dir)
+        split_ranges, tokenizer.path, tokenizer.sha256, data_config, block_tokens, output_dir)
     document_stats = range_results | "DocumentStats" >> SumCounts()
-    files = (range_results
-             | "AssignStreams" >> AssignStreams(output_dir, data_config.num_streams,
-                                                data_config.seq_len)
-             | "WriteStreams" >> WriteStreams(data_config, tokenizer.path, tokenizer.sha256,
-                                              output_dir))
-    finalizer = DatasetFinalizer(output_dir, data_config, tokenizer.describe(), source_files)
-    return (files, document_stats) | "Finalize" >> FinalizeDataset(finalizer)
+    splits = [TRAIN] + ([EVAL] if data_config.eval_fraction or eval_source_files else [])
+    files = []
+    for split in splits:
+        name = split.capitalize()
+        num_streams = data_config.num_streams if split == TRAIN else data_config.eval_streams
+        files.append(range_results
+                     | f"Assign{name}Streams" >> AssignStreams(output_dir, split, num_streams,
+                                                               data_config.seq_len)
+                     | f"Write{name}Streams" >> WriteStreams(data_config, tokenizer.path,
+                                                             tokenizer.sha256, output_dir, split))
+    finalizer = DatasetFinalizer(output_dir, data_config, tokenizer.describe(), source_files,
+                                 eval_source_files)
+    return ((files | "AllFiles" >> Flatten(), document_stats)
+            | "Finalize" >> FinalizeDataset(finalizer))
 
 
 def _run_pipeline(options, build):
@@ -106,14 +115,20 @@ def _log_summary(result, stats, seconds, output_dir):
                 stats["passes"][0]["examples"], stats["passes"][0]["tokens_dropped_at_stream_ends"],
                 sum(stats["skipped_lines"].values()),
                 ", ".join(f"{k}: {v}" for k, v in stats["skipped_lines"].items()))
+    if "eval" in stats:
+        held = stats["eval"]
+        logger.info("eval split: %d documents, %d tokens, %d examples", held["documents"],
+                    held["tokens_in"], held["passes"][0]["examples"])
 
 
-def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=()):
+def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(),
+            eval_input_glob=None):
     """Runs the job; returns the stats.json content.
 
     `config` names a run config or is a path (its data section and model.n_token are used),
     `overrides` are `section.key=value` strings, `beam_argv` Beam's own options (e.g.
-    `--runner=DataflowRunner`, `--direct_num_workers=2`).
+    `--runner=DataflowRunner`, `--direct_num_workers=2`). The eval split holds the documents
+    `data.eval_fraction` chooses, or the corpus `eval_input_glob` names.
     """
     from apache_beam.io.filesystems import FileSystems
 
@@ -124,10 +139,18 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
     tokenizer = load_tokenizer(tokenizer_path, uncased=data_config.uncased,
                                n_token=run_config.model.n_token)
     files = match_input_files(_local_to_absolute(input_glob))
+    eval_files = []
+    if eval_input_glob:
+        if data_config.eval_fraction:
+            raise UserError("--eval-input: data.eval_fraction is set too; hold documents out "
+                            "or give an eval corpus, not both")
+        eval_files = match_input_files(_local_to_absolute(eval_input_glob))
     source_files = [path for path, _ in files]
+    eval_source_files = [path for path, _ in eval_files]
     check_output_dir(output_dir, {"data": data_config.get_config(),
                                   "tokenizer_sha256": tokenizer.sha256,
-                                  "source_files": source_files})
+                                  "source_files": source_files,
+                                  "eval_source_files": eval_source_files})
     options = beam_options(beam_argv)
     corpus_bytes = sum(size for _, size in files)
     block_tokens = block_tokens_for(corpus_bytes, data_config.num_streams, data_config.seq_len)
@@ -135,9 +158,11 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
                 "%d passes", len(files), corpus_bytes, output_dir, data_config.num_streams,
                 block_tokens, data_config.num_passes)
     started = time.monotonic()
+    split_ranges = ([(TRAIN, pieces) for pieces in plan_ranges(files)]
+                    + [(EVAL, pieces) for pieces in plan_ranges(eval_files)])
     result = _run_pipeline(options, lambda pipeline: build_pipeline(
-        pipeline, plan_ranges(files), block_tokens, data_config, tokenizer, output_dir,
-        source_files))
+        pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
+        source_files, eval_source_files))
     with FileSystems.open(FileSystems.join(output_dir, STATS_FILE)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     _log_summary(result, stats, time.monotonic() - started, output_dir)

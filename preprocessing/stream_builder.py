@@ -102,15 +102,30 @@ class StreamAssigner:
         return tokens
 
 
-def check_stream_lengths(stream_tokens, seq_len, num_streams):
+def check_stream_lengths(stream_tokens, seq_len, num_streams, option="data.num_streams",
+                         what="the corpus"):
     """Refuses streams too short to hold one example (stream_tokens [num_streams])."""
     total = int(np.sum(stream_tokens))
     shortest = int(np.argmin(stream_tokens))
     if stream_tokens[shortest] < seq_len:
         raise UserError(
-            f"data.num_streams: the corpus has {total} tokens, too few for {num_streams} streams "
+            f"{option}: {what} has {total} tokens, too few for {num_streams} streams "
             f"of at least seq_len={seq_len} tokens (stream {shortest} gets "
-            f"{stream_tokens[shortest]}); lower data.num_streams or add text")
+            f"{stream_tokens[shortest]}); lower {option} or add text")
+
+
+def held_out(keys, seed, fraction):
+    """Which documents go to the eval split: [D] bool for document keys [D, 2] (file index,
+    offset). A hash of the key and the seed (splitmix64), so the choice is the same whatever
+    range, worker or runner reads a document, and about `fraction` of them are chosen."""
+    keys = np.asarray(keys, np.uint64).reshape(-1, 2)
+    with np.errstate(over="ignore"):
+        x = (keys[:, 0] * np.uint64(0x9E3779B97F4A7C15) + keys[:, 1]
+             + np.uint64(seed) * np.uint64(0xD1B54A32D192ED03))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 
 def sentence_stream(ids, line_lengths):

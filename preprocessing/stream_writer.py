@@ -1,8 +1,9 @@
 """Writes one stream of one pass: segments (§3), span masks (§4), permutation ranks (§5.1).
 
-Every (seed, pass, stream) gets its own numpy SeedSequence (spawn_key = (pass, stream)), and
-from it one generator each for the A/B split, the masks and the ranks, so passes and streams
-never share random numbers and the output does not depend on which worker writes a stream.
+Every (seed, pass, stream) gets its own numpy SeedSequence (spawn_key = (pass, stream), and
+(pass, stream, 1) for the eval split's streams), and from it one generator each for the A/B
+split, the masks and the ranks, so passes, streams and splits never share random numbers and
+the output does not depend on which worker writes a stream.
 """
 
 import collections
@@ -13,16 +14,17 @@ from preprocessing.perm_rank_sampler import PermRankSampler
 from preprocessing.record_writer import RecordWriter, encode_examples
 from preprocessing.segmenter import Segmenter
 from preprocessing.span_mask_sampler import SpanMaskSampler
-from xlnet.schema import stream_file
+from xlnet.schema import TRAIN, stream_file
 
 _CHUNK_SEGMENTS = 128  # segments encoded together (bounded memory, numpy-sized batches)
 RNG_DESCRIPTION = "numpy PCG64(SeedSequence(seed, spawn_key=(pass, stream))).spawn(3): " \
-                  "A/B split, masks, ranks"
+                  "A/B split, masks, ranks; spawn_key=(pass, stream, 1) in the eval split"
 
 
-def stream_generators(seed, pass_index, stream):
-    """(split, mask, rank) generators of one pass of one stream."""
-    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(pass_index, stream))
+def stream_generators(seed, pass_index, stream, split=TRAIN):
+    """(A/B split, mask, rank) generators of one pass of one stream of a split."""
+    spawn_key = (pass_index, stream) if split == TRAIN else (pass_index, stream, 1)
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=spawn_key)
     return tuple(np.random.Generator(np.random.PCG64(child)) for child in sequence.spawn(3))
 
 
@@ -37,12 +39,13 @@ class StreamWriter:
         self.rank_sampler = PermRankSampler(data_config.seq_len, data_config.reuse_len,
                                             data_config.perm_size)
 
-    def write(self, ids, sent_ids, stream, reverse, pass_index):
-        """Writes pass-{p}/stream-{s}.tfrecord; returns its entry and statistics."""
+    def write(self, ids, sent_ids, stream, reverse, pass_index, split=TRAIN):
+        """Writes the stream file (`schema.stream_file`); returns its entry and statistics."""
         from apache_beam.io.filesystems import FileSystems
 
-        relative_path = stream_file(pass_index, stream)
-        split_rng, mask_rng, rank_rng = stream_generators(self.config.seed, pass_index, stream)
+        relative_path = stream_file(pass_index, stream, split)
+        split_rng, mask_rng, rank_rng = stream_generators(self.config.seed, pass_index, stream,
+                                                          split)
         stats = {"examples": 0, "label_true_b": 0, "masked": 0,
                  "span_lengths": collections.Counter(), "covered_tokens": 0}
         with RecordWriter(FileSystems.join(self.output_dir, relative_path)) as writer:

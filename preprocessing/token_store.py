@@ -48,20 +48,21 @@ def _filesystem(output_dir):
     return FileSystems.get_filesystem(output_dir)
 
 
-def store_path(output_dir, range_index, suffix="bin"):
+def store_path(output_dir, split, range_index, suffix="bin"):
+    """Where one range's documents of one split are parked."""
     return _filesystem(output_dir).join(output_dir, STORE_DIR,
-                                        f"range-{range_index:06d}.{suffix}")
+                                        f"{split}-range-{range_index:06d}.{suffix}")
 
 
-def _open_store(output_dir, range_index, suffix="bin"):
+def _open_store(output_dir, split, range_index, suffix="bin"):
     from apache_beam.io.filesystem import CompressionTypes
 
-    return _filesystem(output_dir).open(store_path(output_dir, range_index, suffix),
+    return _filesystem(output_dir).open(store_path(output_dir, split, range_index, suffix),
                                         compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def write_store(output_dir, range_index, tokenized, block_tokens):
-    """Parks one range's TokenizedRange in blocks (`document_blocks`): its tokens, and an index
+def write_store(output_dir, split, range_index, tokenized, block_tokens):
+    """Parks one range's TokenizedRange of one split in blocks (`document_blocks`): its tokens, and an index
     of where each block is."""
     first_documents = np.flatnonzero(np.diff(
         document_blocks(tokenized.document_tokens, block_tokens), prepend=-1))  # [K]
@@ -74,28 +75,28 @@ def write_store(output_dir, range_index, tokenized, block_tokens):
          + np.arange(tokenized.ids.size)] = tokenized.ids
     data[np.repeat(starts + tokens - (np.cumsum(lines) - lines), lines)
          + np.arange(tokenized.line_lengths.size)] = tokenized.line_lengths
-    write_file(store_path(output_dir, range_index), data.tobytes())
+    write_file(store_path(output_dir, split, range_index), data.tobytes())
     index = np.stack([starts * _INT32.itemsize, tokens, lines]).astype("<i8")  # [3, K]
-    write_file(store_path(output_dir, range_index, "index"), index.tobytes())
+    write_file(store_path(output_dir, split, range_index, "index"), index.tobytes())
 
 
-def read_parked(output_dir, range_index):
-    """The ParkedBlocks of one range, in corpus order."""
-    with _open_store(output_dir, range_index, "index") as f:
+def read_parked(output_dir, split, range_index):
+    """The ParkedBlocks of one range of one split, in corpus order."""
+    with _open_store(output_dir, split, range_index, "index") as f:
         index = np.frombuffer(f.read(), "<i8").reshape(3, -1).astype(np.int64)  # [3, n]
     return ParkedBlocks(range_indices=np.full(index.shape[1], range_index, np.int64),
                            store_offsets=index[0], tokens=index[1], lines=index[2])
 
 
-def read_store(output_dir, parked):
-    """The blocks of `parked`, concatenated in its order: (ids [T] int32, line lengths
+def read_store(output_dir, split, parked):
+    """The blocks of `parked` (of `split`), concatenated in its order: (ids [T] int32, line lengths
     [M] int64). Each store file is read once, front to back, a block at a time."""
     data = [None] * parked.tokens.size
     sizes = (_INT32.itemsize * (parked.tokens + parked.lines)).tolist()
     for range_index in np.unique(parked.range_indices).tolist():
         chosen = np.flatnonzero(parked.range_indices == range_index)
         chosen = chosen[np.argsort(parked.store_offsets[chosen], kind="stable")].tolist()
-        with _open_store(output_dir, range_index) as f:
+        with _open_store(output_dir, split, range_index) as f:
             for index, offset in zip(chosen, parked.store_offsets[chosen].tolist()):
                 f.seek(offset)
                 data[index] = f.read(sizes[index])

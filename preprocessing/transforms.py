@@ -7,13 +7,14 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import read_documents
-from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, sentence_stream,
-                                          tokenize_documents)
+from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, held_out,
+                                          sentence_stream, tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
 from preprocessing.token_store import ParkedBlocks, read_parked, read_store, write_store
 from xlnet.errors import UserError
-from preprocessing.beam_files import load_tokenizer
+from xlnet.schema import EVAL, TRAIN
 
 COUNTER_NAMESPACE = "xlnet.prepare"
 
@@ -29,58 +30,72 @@ def load_checked_tokenizer(path, sha256, uncased):
     return tokenizer
 
 
-class _TokenizeRangeFn(beam.DoFn):
-    """(range index, range: FileRanges) -> (range index, counts): reads, tokenizes, parks."""
+COUNT_NAMES = ("documents", "empty_documents", "lines", "tokens", "skipped_lines_non_utf8",
+               "skipped_lines_over_1MiB")
 
-    def __init__(self, tokenizer_path, tokenizer_sha256, uncased, use_eod, block_tokens,
-                 output_dir):
+
+class _TokenizeRangeFn(beam.DoFn):
+    """(range index, source split, FileRanges) -> ((split, range index), counts) per split:
+    reads, holds documents out for the eval split, tokenizes, parks."""
+
+    def __init__(self, tokenizer_path, tokenizer_sha256, data_config, block_tokens, output_dir):
         self.tokenizer_path = tokenizer_path
         self.tokenizer_sha256 = tokenizer_sha256
-        self.uncased = uncased
-        self.use_eod = use_eod
+        self.uncased = data_config.uncased
+        self.use_eod = data_config.use_eod
+        self.eval_fraction = data_config.eval_fraction
+        self.seed = data_config.seed
         self.block_tokens = block_tokens
         self.output_dir = output_dir
-        self.counters = {name: _counter(name) for name in (
-            "documents", "empty_documents", "lines", "tokens", "skipped_lines_non_utf8",
-            "skipped_lines_over_1MiB")}
+        self.counters = {(split, name): _counter(name if split == TRAIN else f"eval_{name}")
+                         for split in (TRAIN, EVAL) for name in COUNT_NAMES}
 
     def setup(self):
         self.tokenizer = load_checked_tokenizer(self.tokenizer_path, self.tokenizer_sha256,
                                                 self.uncased)
 
-    def process(self, indexed_range):
-        range_index, pieces = indexed_range
-        counts = collections.Counter()
+    def process(self, element):
+        range_index, source_split, pieces = element
         documents = [d for piece in pieces for d in read_documents(piece)]
-        for document in documents:
-            counts["documents"] += 1
-            counts["lines"] += (len(document.lines) + document.non_utf8_lines
-                                + document.overlong_lines)
-            counts["skipped_lines_non_utf8"] += document.non_utf8_lines
-            counts["skipped_lines_over_1MiB"] += document.overlong_lines
-        tokenized = tokenize_documents(self.tokenizer, documents, self.use_eod)
-        counts["empty_documents"] = len(documents) - tokenized.document_tokens.size
-        counts["tokens"] = tokenized.ids.size
-        write_store(self.output_dir, range_index, tokenized, self.block_tokens)
-        for name, counter in self.counters.items():
-            counter.inc(counts[name])
-        yield range_index, dict(counts)
+        if source_split == EVAL or not self.eval_fraction:
+            by_split = {source_split: documents}
+        else:
+            chosen = held_out([d.key for d in documents], self.seed, self.eval_fraction)
+            by_split = {TRAIN: [d for d, c in zip(documents, chosen) if not c],
+                        EVAL: [d for d, c in zip(documents, chosen) if c]}
+        for split, split_documents in by_split.items():
+            counts = collections.Counter()
+            for document in split_documents:
+                counts["documents"] += 1
+                counts["lines"] += (len(document.lines) + document.non_utf8_lines
+                                    + document.overlong_lines)
+                counts["skipped_lines_non_utf8"] += document.non_utf8_lines
+                counts["skipped_lines_over_1MiB"] += document.overlong_lines
+            tokenized = tokenize_documents(self.tokenizer, split_documents, self.use_eod)
+            counts["empty_documents"] = len(split_documents) - tokenized.document_tokens.size
+            counts["tokens"] = tokenized.ids.size
+            write_store(self.output_dir, split, range_index, tokenized, self.block_tokens)
+            for name in COUNT_NAMES:
+                self.counters[split, name].inc(counts[name])
+            yield (split, range_index), dict(counts)
 
 
 class TokenizeRanges(beam.PTransform):
-    """FileRanges -> (range index, counts) per range; ranges are spread over the workers first,
-    so one big file is tokenized by all of them."""
+    """(source split, FileRanges) -> ((split, range index), counts) per range and split; ranges
+    are spread over the workers first, so one big file is tokenized by all of them."""
 
-    def __init__(self, file_ranges, tokenizer_path, tokenizer_sha256, uncased, use_eod,
+    def __init__(self, split_ranges, tokenizer_path, tokenizer_sha256, data_config,
                  block_tokens, output_dir):
         super().__init__()
-        self.file_ranges = file_ranges
-        self.fn = _TokenizeRangeFn(tokenizer_path, tokenizer_sha256, uncased, use_eod,
-                                   block_tokens, output_dir)
+        self.split_ranges = split_ranges
+        self.fn = _TokenizeRangeFn(tokenizer_path, tokenizer_sha256, data_config, block_tokens,
+                                   output_dir)
 
     def expand(self, pbegin):
+        ranges = [(index, split, pieces) for index, (split, pieces)
+                  in enumerate(self.split_ranges)]
         return (pbegin
-                | "FileRanges" >> beam.Create(list(enumerate(self.file_ranges)))
+                | "FileRanges" >> beam.Create(ranges)
                 | "SpreadRanges" >> beam.Reshuffle()
                 | "Tokenize" >> beam.ParDo(self.fn))
 
@@ -92,35 +107,42 @@ def _sum_counts(dicts):
     return dict(total)
 
 
-def _counts_of(range_result):
-    return range_result[1]
+def _split_counts(range_result):
+    (split, _), counts = range_result
+    return split, counts
 
 
 class SumCounts(beam.PTransform):
-    """(range index, counts) per range -> the corpus's counts (one element)."""
+    """((split, range index), counts) per range -> (split, the split's counts) per split."""
 
     def expand(self, range_results):
         return (range_results
-                | "Counts" >> beam.Map(_counts_of)
-                | "Sum" >> beam.CombineGlobally(_sum_counts))
+                | "Counts" >> beam.Map(_split_counts)
+                | "Sum" >> beam.CombinePerKey(_sum_counts))
 
 
 _FLUSH_BLOCKS = 1 << 18  # locations held by the assignment step before it hands them on
 
 
-def _assign(range_results, output_dir, num_streams, seq_len):
-    """Reads the ranges' indexes in corpus order; yields (stream, (part, ParkedBlocks))."""
+def _assign(range_results, output_dir, split, num_streams, seq_len):
+    """Reads the split's ranges' indexes in corpus order; yields (stream, (part,
+    ParkedBlocks))."""
     assigner = StreamAssigner(num_streams)
     pending, held, part = [], 0, 0
-    for range_index in sorted(index for index, _ in range_results):
-        parked = read_parked(output_dir, range_index)
+    for range_index in sorted(index for (result_split, index), _ in range_results
+                              if result_split == split):
+        parked = read_parked(output_dir, split, range_index)
         pending.append((parked, assigner.assign(parked.tokens)))
         held += parked.tokens.size
         if held >= _FLUSH_BLOCKS:
             yield from _stream_parts(pending, part, num_streams)
             pending, held, part = [], 0, part + 1
     yield from _stream_parts(pending, part, num_streams)
-    check_stream_lengths(assigner.stream_tokens(), seq_len, num_streams)
+    if split == TRAIN:
+        check_stream_lengths(assigner.stream_tokens(), seq_len, num_streams)
+    else:
+        check_stream_lengths(assigner.stream_tokens(), seq_len, num_streams,
+                             option="data.eval_num_streams", what="the eval split")
 
 
 def _stream_parts(pending, part, num_streams):
@@ -136,34 +158,38 @@ def _stream_parts(pending, part, num_streams):
 
 
 class AssignStreams(beam.PTransform):
-    """(range index, counts) per range -> (stream, [(part, ParkedBlocks)]) (§2).
+    """((split, range index), counts) per range -> (stream, [(part, ParkedBlocks)]) of one
+    split (§2).
 
-    One step visits every block, but reads them a range at a time from the parked indexes and
-    hands the locations on in parts, so its memory does not grow with the corpus.
+    One step visits every block of the split, but reads them a range at a time from the parked
+    indexes and hands the locations on in parts, so its memory does not grow with the corpus.
     """
 
-    def __init__(self, output_dir, num_streams, seq_len):
+    def __init__(self, output_dir, split, num_streams, seq_len):
         super().__init__()
         self.output_dir = output_dir
+        self.split = split
         self.num_streams = num_streams
         self.seq_len = seq_len
 
     def expand(self, range_results):
         return (range_results
                 | "CollectRanges" >> beam.combiners.ToList()
-                | "Assign" >> beam.FlatMap(_assign, self.output_dir, self.num_streams,
-                                           self.seq_len)
+                | "Assign" >> beam.FlatMap(_assign, self.output_dir, self.split,
+                                           self.num_streams, self.seq_len)
                 | "GroupStreams" >> beam.GroupByKey())
 
 
 class _WriteStreamFn(beam.DoFn):
-    def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir):
+    def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir, split):
         self.data_config = data_config
         self.tokenizer_path = tokenizer_path
         self.tokenizer_sha256 = tokenizer_sha256
         self.output_dir = output_dir
-        self.segments = _counter("segments")
-        self.streams = _counter("stream_files")
+        self.split = split
+        prefix = "" if split == TRAIN else "eval_"
+        self.segments = _counter(f"{prefix}segments")
+        self.streams = _counter(f"{prefix}stream_files")
 
     def setup(self):
         tokenizer = load_checked_tokenizer(self.tokenizer_path, self.tokenizer_sha256,
@@ -173,29 +199,32 @@ class _WriteStreamFn(beam.DoFn):
 
     def process(self, stream_parts):
         stream, parts = stream_parts
+        config = self.data_config
         parked = ParkedBlocks.concatenate([p for _, p in sorted(parts, key=lambda p: p[0])])
-        ids, sent_ids = sentence_stream(*read_store(self.output_dir, parked))
+        ids, sent_ids = sentence_stream(*read_store(self.output_dir, self.split, parked))
         directions = [(stream, False, ids, sent_ids)]
-        if self.data_config.bi_data:
-            directions.append((self.data_config.num_streams + stream, True, ids[::-1].copy(),
+        num_streams = config.num_streams if self.split == TRAIN else config.eval_streams
+        if config.bi_data:
+            directions.append((num_streams + stream, True, ids[::-1].copy(),
                                sent_ids[::-1].copy()))
-        for pass_index in range(self.data_config.num_passes):
+        for pass_index in range(config.num_passes if self.split == TRAIN else 1):
             for stream_id, reverse, stream_ids, stream_sent_ids in directions:
                 entry, stats = self.writer.write(stream_ids, stream_sent_ids, stream_id,
-                                                 reverse, pass_index)
+                                                 reverse, pass_index, self.split)
                 self.segments.inc(entry["examples"])
                 self.streams.inc()
-                yield pass_index, entry, stats
+                yield self.split, pass_index, entry, stats
 
 
 class WriteStreams(beam.PTransform):
-    """(stream, [(part, ParkedBlocks)]) -> stream files of every pass.
+    """(stream, [(part, ParkedBlocks)]) of one split -> its stream files of every pass.
 
-    Yields (pass, dataset_info entry, stats) per file."""
+    Yields (split, pass, dataset_info entry, stats) per file."""
 
-    def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir):
+    def __init__(self, data_config, tokenizer_path, tokenizer_sha256, output_dir, split):
         super().__init__()
-        self.fn = _WriteStreamFn(data_config, tokenizer_path, tokenizer_sha256, output_dir)
+        self.fn = _WriteStreamFn(data_config, tokenizer_path, tokenizer_sha256, output_dir,
+                                 split)
 
     def expand(self, streams):
         return streams | "Write" >> beam.ParDo(self.fn)
@@ -206,11 +235,10 @@ class FinalizeDataset(beam.PTransform):
 
     def __init__(self, finalize):
         super().__init__()
-        self.finalize = finalize  # callable(file_results, document_stats)
+        self.finalize = finalize  # callable(file_results, {split: document counts})
 
     def expand(self, inputs):
         file_results, document_stats = inputs
         return (file_results
                 | "CollectFiles" >> beam.combiners.ToList()
-                | "WriteInfo" >> beam.Map(self.finalize,
-                                          beam.pvalue.AsSingleton(document_stats)))
+                | "WriteInfo" >> beam.Map(self.finalize, beam.pvalue.AsDict(document_stats)))

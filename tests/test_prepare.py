@@ -11,13 +11,14 @@ import pytest
 
 from document_streams import build_stream, tokenize_document
 from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
-from preprocessing.stream_builder import StreamAssigner, block_tokens_for, document_blocks
+from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, document_blocks,
+                                          held_out)
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 from xlnet.commands import main as cli
 from xlnet.commands.prepare import run
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
-from xlnet.schema import COMPLETED_FILE, SEP_ID, DatasetInfo
+from xlnet.schema import COMPLETED_FILE, EVAL, SEP_ID, TRAIN, DatasetInfo
 from xlnet.tokenizer import Tokenizer
 
 SETTINGS = ["--set", "model.n_token=300", "--set", "data.num_streams=4",
@@ -95,27 +96,32 @@ def test_another_runner_writes_identical_bytes(workspace, prepared):
     assert all(first[name] == second[name] for name in first)
 
 
-def _expected_streams(workspace, data):
-    """Each stream's tokens, from the documents of each range dealt in blocks (§2)."""
+def _expected_streams(workspace, data, split=TRAIN):
+    """Each stream's tokens, from the documents of each range dealt in blocks (§2); with an
+    eval split, from the documents `held_out` gives that split."""
     tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
     files = match_input_files(workspace["input"])
     block_tokens = block_tokens_for(sum(size for _, size in files), data.num_streams,
                                     data.seq_len)
+    num_streams = data.num_streams if split == TRAIN else data.eval_streams
     blocks = []
     for pieces in plan_ranges(files):
-        documents = [tokenize_document(tokenizer, d, data.use_eod)
-                     for piece in pieces for d in read_documents(piece)]
+        read = [d for piece in pieces for d in read_documents(piece)]
+        if data.eval_fraction:
+            chosen = held_out([d.key for d in read], data.seed, data.eval_fraction)
+            read = [d for d, c in zip(read, chosen) if c == (split == EVAL)]
+        documents = [tokenize_document(tokenizer, d, data.use_eod) for d in read]
         documents = [d for d in documents if d is not None]
         if not documents:
             continue
         numbers = document_blocks(np.array([d.ids.size for d in documents]), block_tokens)
         blocks += [[d for d, n in zip(documents, numbers) if n == number]
                    for number in range(numbers.max() + 1)]
-    streams = StreamAssigner(data.num_streams).assign(
+    streams = StreamAssigner(num_streams).assign(
         [sum(d.ids.size for d in block) for block in blocks])
     return {s: build_stream([d for block, b_stream in zip(blocks, streams) if b_stream == s
                              for d in block])[0]
-            for s in range(data.num_streams)}
+            for s in range(num_streams)}
 
 
 def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared):
@@ -125,21 +131,48 @@ def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared)
     info = DatasetInfo.read(str(output))
     info.check_matches(run_config)
     assert info.tokenizer["vocab_size"] == 300 and len(info.passes) == 2
-    expected = _expected_streams(workspace, data)
+    assert info.eval_passes == [] and "eval" not in stats
+    _check_split(workspace, output, data, info.passes, stats, TRAIN)
+    assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1}
+    assert stats["passes"][0]["masked_fraction"] == data.num_predict / data.seq_len
+    assert 0 < stats["passes"][0]["label_true_b_fraction"] < 1
+
+
+def test_an_eval_split_holds_out_documents_in_streams_of_its_own(workspace, prepared):
+    eval_settings = ["--set", "data.eval_fraction=0.25", "--set", "data.eval_num_streams=2"]
+    output = workspace["root"] / "with-eval"
+    stats = run(_argv(workspace, output, *eval_settings, "--direct_num_workers=1"))
+    data = load_run_config("tiny", SETTINGS[1::2] + eval_settings[1::2]).data
+    info = DatasetInfo.read(str(output))
+    assert len(info.eval_passes) == 1 and info.eval_num_examples > 0
+    assert all(e["file"].startswith("eval/pass-000/") for e in info.eval_passes[0]["streams"])
+    _check_split(workspace, output, data, info.passes, stats, TRAIN)
+    _check_split(workspace, output, data, info.eval_passes, stats["eval"], EVAL)
+    # Every document went to exactly one split, and about a quarter to the eval split.
+    _, without_eval = prepared
+    assert stats["documents"] + stats["eval"]["documents"] == without_eval["documents"]
+    assert stats["tokens_in"] + stats["eval"]["tokens_in"] == without_eval["tokens_in"]
+    assert 0.1 < stats["eval"]["documents"] / without_eval["documents"] < 0.4
+
+
+def _check_split(workspace, output, data, passes, stats, split):
+    """Every stream file of a split rebuilds its stream and follows the record layout."""
+    expected = _expected_streams(workspace, data, split)
+    num_streams = data.num_streams if split == TRAIN else data.eval_streams
     seq_len, reuse_len = data.seq_len, data.reuse_len
     assert sum(s.size for s in expected.values()) == stats["tokens_in"]
-    for pass_index, pass_info in enumerate(info.passes):
+    for pass_index, pass_info in enumerate(passes):
         dropped = 0
-        assert [e["stream"] for e in pass_info["streams"]] == list(range(8))
+        assert [e["stream"] for e in pass_info["streams"]] == list(range(2 * num_streams))
         for entry in pass_info["streams"]:
             records = _records(os.path.join(output, entry["file"]))
             assert len(records) == entry["examples"] > 0
             stream, reverse = entry["stream"], entry["reverse"]
-            forward = expected[stream % data.num_streams]
+            forward = expected[stream % num_streams]
             tokens = forward[::-1] if reverse else forward
             for index, record in enumerate(records):
                 assert record["index"][0] == index and record["stream"][0] == stream
-                assert record["reverse"][0] == reverse == (stream >= data.num_streams)
+                assert record["reverse"][0] == reverse == (stream >= num_streams)
                 assert record["is_masked"].sum() == data.num_predict
                 assert record["is_masked"][:reuse_len].sum() == data.predict_goals[0]
                 assert sorted(record["perm_rank"]) == list(range(seq_len))
@@ -154,9 +187,6 @@ def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared)
             if not reverse:
                 dropped += tokens.size - rebuilt.size
         assert stats["passes"][pass_index]["tokens_dropped_at_stream_ends"] == dropped
-    assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1}
-    assert stats["passes"][0]["masked_fraction"] == data.num_predict / seq_len
-    assert 0 < stats["passes"][0]["label_true_b_fraction"] < 1
 
 
 def test_passes_differ_and_seeds_do_not_collide(prepared):

@@ -77,16 +77,16 @@ def test_a_range_tokenized_at_once_equals_each_document_and_parks_them(tmp_path,
     assert tokenized.document_tokens.tolist() == [d.ids.size for d in each]
     assert tokenized.ids.tolist() == [i for d in each for i in d.ids.tolist()]
     assert tokenized.line_lengths.tolist() == [n for d in each for n in d.line_lengths.tolist()]
-    write_store(str(tmp_path), 3, tokenized, block_tokens=1)  # a block per document
-    parked = read_parked(str(tmp_path), 3)
-    ids, line_lengths = read_store(str(tmp_path), parked.select(np.array([2, 0, 1])))
+    write_store(str(tmp_path), "train", 3, tokenized, block_tokens=1)  # a block per document
+    parked = read_parked(str(tmp_path), "train", 3)
+    ids, line_lengths = read_store(str(tmp_path), "train", parked.select(np.array([2, 0, 1])))
     expected = [each[2], each[0], each[1]]
     assert ids.tolist() == [i for d in expected for i in d.ids.tolist()]
     assert line_lengths.tolist() == [n for d in expected for n in d.line_lengths.tolist()]
-    write_store(str(tmp_path), 4, tokenized, block_tokens=1000)  # one block
-    parked = read_parked(str(tmp_path), 4)
+    write_store(str(tmp_path), "train", 4, tokenized, block_tokens=1000)  # one block
+    parked = read_parked(str(tmp_path), "train", 4)
     assert parked.tokens.tolist() == [tokenized.ids.size]
-    ids, line_lengths = read_store(str(tmp_path), parked)
+    ids, line_lengths = read_store(str(tmp_path), "train", parked)
     assert ids.tolist() == tokenized.ids.tolist()
     assert line_lengths.tolist() == tokenized.line_lengths.tolist()
 

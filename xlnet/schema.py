@@ -5,6 +5,9 @@ Layout of a dataset directory:
   stats.json                        corpus statistics (informational)
   pass-{p:03d}/stream-{s:05d}.tfrecord
                                     one file per (pass, stream): that stream's segments in order
+  eval/pass-000/stream-{s:05d}.tfrecord
+                                    the eval split, when there is one: held-out documents (or a
+                                    separate corpus) in streams of their own, one pass
   COMPLETED                         written last; without it the directory is not a dataset
 
 Streams 0..num_streams-1 read forward; with bi_data, stream num_streams+s is the time-reversed
@@ -38,10 +41,14 @@ def _join(directory, name):
 
 
 PASS_DIR_PREFIX = "pass-"
+TRAIN, EVAL = "train", "eval"
+SPLITS = (TRAIN, EVAL)
+EVAL_DIR = "eval"  # the eval split's stream files live below it
 
 
-def stream_file(pass_index, stream):
-    return f"{PASS_DIR_PREFIX}{pass_index:03d}/stream-{stream:05d}.tfrecord"
+def stream_file(pass_index, stream, split=TRAIN):
+    path = f"{PASS_DIR_PREFIX}{pass_index:03d}/stream-{stream:05d}.tfrecord"
+    return path if split == TRAIN else f"{EVAL_DIR}/{path}"
 
 
 @dataclasses.dataclass
@@ -51,6 +58,8 @@ class DatasetInfo:
     `data` holds the DataConfig used (all its fields). `tokenizer` holds path, sha256,
     vocab_size and special_ids. `passes[p]` is {"seed": int, "streams": [{"stream": s,
     "reverse": 0|1, "file": relative path, "examples": n}, ...]} in stream order.
+    `eval_passes` is the eval split in the same form (one pass, or none), `eval_source_files`
+    the separate eval corpus when one was given.
     """
     data: dict
     tokenizer: dict
@@ -58,6 +67,18 @@ class DatasetInfo:
     num_examples: int
     source_files: list
     schema_version: int = SCHEMA_VERSION
+    eval_passes: list = dataclasses.field(default_factory=list)
+    eval_num_examples: int = 0
+    eval_source_files: list = dataclasses.field(default_factory=list)
+
+    def split_passes(self, split, where="dataset_info.json"):
+        """The passes of `split`; refuses an eval split the dataset does not have."""
+        if split == TRAIN:
+            return self.passes
+        if not self.eval_passes:
+            raise UserError(f"{where}: the dataset has no eval split; prepare it again with "
+                            "data.eval_fraction > 0 or --eval-input GLOB")
+        return self.eval_passes
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

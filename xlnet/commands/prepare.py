@@ -16,6 +16,9 @@ def configure_parser(parser):
                         help="SentencePiece model (from `xlnet train-tokenizer` or the released "
                         "spiece.model)")
     parser.add_argument("--output", required=True, help="dataset directory to write")
+    parser.add_argument("--eval-input", metavar="GLOB",
+                        help="a separate corpus for the eval split (instead of holding out "
+                        "data.eval_fraction of --input's documents)")
     parser.add_argument("--config", required=True,
                         help="run config (its data section and model.n_token are used)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -29,7 +32,7 @@ def call(args, extra_argv):
     from preprocessing.prepare import prepare
 
     return prepare(args.input, args.tokenizer, args.output, args.config, overrides=args.set,
-                   beam_argv=extra_argv)
+                   beam_argv=extra_argv, eval_input_glob=args.eval_input)
 
 
 def run(argv=None):

@@ -27,12 +27,21 @@ class DataConfig:
     seed: int = option(0, "seed of all data sampling")
     uncased: bool = option(False, "lower-case text (the released models are cased)")
     use_eod: bool = option(True, "a blank line (document end) emits `<eod>`")
+    eval_fraction: float = option(
+        0.0, "documents held out for the eval split (chosen by a hash of the document's place "
+        "and the seed); or give `prepare --eval-input`")
+    eval_num_streams: int = option(
+        0, "forward streams of the eval split; 0 = num_streams (the global batch divides them)")
 
     def __post_init__(self):
         for name in ("seq_len", "num_predict", "perm_size", "mask_alpha", "mask_beta",
                      "max_gram", "num_streams", "num_passes"):
             if getattr(self, name) <= 0:
                 raise UserError(f"data.{name}: must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise UserError(f"data.eval_fraction: must be in [0, 1), got {self.eval_fraction}")
+        if self.eval_num_streams < 0:
+            raise UserError(f"data.eval_num_streams: must be >= 0, got {self.eval_num_streams}")
         if self.seed < 0:
             raise UserError(f"data.seed: must be >= 0, got {self.seed}")
         if not 0 < self.reuse_len < self.seq_len - 3:
@@ -58,6 +67,11 @@ class DataConfig:
     def predict_goals(self):
         """Targets sampled in the reuse half and in the second half (43, 42 for K=85)."""
         return self.num_predict - self.num_predict // 2, self.num_predict // 2
+
+    @property
+    def eval_streams(self):
+        """Forward streams of the eval split."""
+        return self.eval_num_streams or self.num_streams
 
     @classmethod
     def from_dict(cls, mapping, section="data"):

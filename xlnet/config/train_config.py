@@ -31,19 +31,24 @@ class TrainConfig:
     log_every: int = option(100, "steps per console/TB log")
     checkpoint_every: int = option(1000, "steps per checkpoint (also on SIGTERM and at the end)")
     keep_checkpoints: int = option(5, "checkpoints kept")
+    eval_every: int = option(
+        0, "steps per evaluation on the dataset's eval split (also at the end); 0 = never")
+    eval_segments: int = option(
+        32, "segments each eval row reads per evaluation (from fresh memory, the same ones "
+        "every time)")
     peak_tflops: float = option(0.0, "device peak for MFU; 0 = detect")
     seed: int = option(0, "seed of init, dropout, orders")
 
     def __post_init__(self):
         for name in ("global_batch_size", "steps", "grad_accum_steps", "log_every",
-                     "checkpoint_every", "keep_checkpoints"):
+                     "checkpoint_every", "keep_checkpoints", "eval_segments"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name}: must be positive, got {getattr(self, name)}")
         if self.adam_epsilon <= 0:
             raise UserError(f"train.adam_epsilon: must be positive, got {self.adam_epsilon}")
         # learning_rate 0 is allowed: it runs the data and memory through a frozen model.
         for name in ("learning_rate", "warmup_steps", "weight_decay", "clip_norm",
-                     "peak_tflops", "seed"):
+                     "peak_tflops", "seed", "eval_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_lr_ratio <= 1:
