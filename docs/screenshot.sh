@@ -9,7 +9,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 tb=$!
 trap 'kill $tb' EXIT
 for _ in $(seq 60); do
-  curl -sf "http://127.0.0.1:$port/data/plugin/scalars/tags" | grep -q train/loss && break
+  curl -sf "http://127.0.0.1:$port/data/plugin/scalars/tags" | grep -q lm/loss && break
   sleep 1
 done
 # --host-resolver-rules keeps Chromium on loopback (these machines must not reach out).

@@ -30,14 +30,15 @@ def load_dataset_info(data_dir, run_config):
 class StreamPlan:
     """Which stream files each global row reads, epoch by epoch, and where a position falls."""
 
-    def __init__(self, info, data_dir, global_batch_size, num_replicas, seed):
+    def __init__(self, info, data_dir, global_batch_size, num_replicas, seed, split=schema.TRAIN):
         self.data_dir = data_dir
+        self.split = split
         self.bi_data = bool(info.data["bi_data"])
         self.global_batch_size = global_batch_size
         self.num_replicas = num_replicas
         self.seed = seed
         self._passes = [self._index_pass(p, entries["streams"])
-                        for p, entries in enumerate(info.passes)]
+                        for p, entries in enumerate(info.split_passes(split))]
         self.num_streams = len(self._passes[0][0])
         self.rows_per_direction = global_batch_size // 2 if self.bi_data else global_batch_size
         self._check_layout()
@@ -67,9 +68,10 @@ class StreamPlan:
         if self.num_streams % self.rows_per_direction:
             divisors = [g for g in range(1, total_streams + 1)
                         if total_streams % g == 0 and (g % 2 == 0 or not self.bi_data)]
+            where = "dataset's" if self.split == schema.TRAIN else "eval split's"
             raise UserError(
                 f"train.global_batch_size: {self.global_batch_size} does not divide the "
-                f"dataset's {total_streams} streams; use one of {divisors}")
+                f"{where} {total_streams} streams; use one of {divisors}")
         for p, (forward, reverse) in enumerate(self._passes):
             if len(forward) != self.num_streams or (
                     self.bi_data and sorted(reverse) != list(range(self.num_streams))):

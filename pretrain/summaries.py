@@ -8,7 +8,7 @@ import resource
 
 import tensorflow as tf
 
-from xlnet.formats.model_dir import train_scalar_tag
+from xlnet.formats.model_dir import LM_METRICS, eval_scalar_tag, lm_tag, train_scalar_tag
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class StepReporter:
     def start(self, now):
         self._reset(now)
 
+    def exclude(self, seconds):
+        """Leaves time spent outside the training steps (an evaluation) out of the rates."""
+        self._since += seconds
+
     def write_text(self, tag, text, step):
         if self.enabled:
             with self.writer.as_default():
@@ -99,7 +103,38 @@ class StepReporter:
                         f" mfu {scalars['mfu']:.2%}" if "mfu" in scalars else "", eta)
             with self.writer.as_default():
                 for name, value in scalars.items():
-                    tf.summary.scalar(train_scalar_tag(name), value, step=step)
+                    tag = lm_tag(name) if name in LM_METRICS else train_scalar_tag(name)
+                    tf.summary.scalar(tag, value, step=step)
             self.writer.flush()
         self._reset(now)
         return scalars
+
+
+class EvalReporter:
+    """Writes an evaluation's metrics: the with-memory numbers to the eval run, the same
+    segments without memory to the eval_no_memory run, under the train run's `lm/` tags."""
+
+    def __init__(self, log_dir, no_memory_log_dir, enabled=True):
+        self.enabled = enabled
+        if enabled:
+            self.writer = tf.summary.create_file_writer(log_dir)
+            self.no_memory_writer = tf.summary.create_file_writer(no_memory_log_dir)
+
+    def log(self, step, metrics):
+        logger.info("eval at step %d: %d segments, %d targets: loss %.4f (no memory %.4f, "
+                    "gain %.4f) perplexity %.2f (%.2f) accuracy %.4f (%.4f)", step,
+                    metrics["segments"], metrics["targets"], metrics["loss"],
+                    metrics["loss_no_memory"], metrics["memory_gain"], metrics["perplexity"],
+                    metrics["perplexity_no_memory"], metrics["accuracy"],
+                    metrics["accuracy_no_memory"])
+        if not self.enabled:
+            return
+        with self.writer.as_default():
+            for name in LM_METRICS:
+                tf.summary.scalar(lm_tag(name), metrics[name], step=step)
+            tf.summary.scalar(eval_scalar_tag("memory_gain"), metrics["memory_gain"], step=step)
+        with self.no_memory_writer.as_default():
+            for name in LM_METRICS:
+                tf.summary.scalar(lm_tag(name), metrics[f"{name}_no_memory"], step=step)
+        self.writer.flush()
+        self.no_memory_writer.flush()

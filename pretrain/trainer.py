@@ -21,13 +21,14 @@ import tensorflow as tf
 from pretrain.checkpointing import (CheckpointStore, check_model_dir, save_run_config,
                                     warn_if_other_dataset)
 from pretrain.distribution import is_chief, worker_index
+from pretrain.evaluator import Evaluator
 from pretrain.flops import train_flops_per_token
 from pretrain.init_checkpoint import read_init_checkpoint
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
 from pretrain.optimizer import AdamWeightDecay
-from pretrain.summaries import StepReporter, detect_peak_tflops
+from pretrain.summaries import EvalReporter, StepReporter, detect_peak_tflops
 from xlnet.errors import UserError
 from xlnet.model.lm_loss import per_example_lm_loss
 from xlnet.formats.model_dir import ModelDirectory, training_checkpoint
@@ -90,6 +91,14 @@ class Trainer:
                                          self.data_position, self.memory.host)
         self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,
                                            self.step, self.chief, worker_index(strategy))
+        self.evaluator = None
+        if train.eval_every:
+            if not info.eval_passes:
+                raise UserError(
+                    f"train.eval_every: {data_dir} has no eval split; prepare it with "
+                    "data.eval_fraction > 0 or --eval-input GLOB, or set train.eval_every: 0")
+            self.evaluator = Evaluator(strategy, self.model, info, data_dir, run_config,
+                                       segments=train.eval_segments)
         self._forward_backward = (tf.function(self._gradients, jit_compile=True)
                                   if train.jit_compile else self._gradients)
         self._stop_requested = False
@@ -199,6 +208,18 @@ class Trainer:
             logger.info("saved checkpoint %s", path)
         return path
 
+    def evaluate(self, step, reporter=None):
+        """Scores the eval split at `step` (TensorBoard eval runs, eval.json); the time it
+        takes is left out of the training rates."""
+        started = time.perf_counter()
+        metrics = self.evaluator.evaluate()
+        self._eval_reporter.log(step, metrics)
+        if self.chief:
+            self.directory.write_eval({"step": step, "split": "eval", **metrics})
+        if reporter is not None:
+            reporter.exclude(time.perf_counter() - started)
+        return metrics
+
     def _distributed_dataset(self, steps):
         position = int(self.data_position.numpy())
 
@@ -240,6 +261,8 @@ class Trainer:
             logger.info("nothing to do: the checkpoint is at step %d of %d", start, train.steps)
             return 0
         reporter = self._reporter()
+        self._eval_reporter = self.evaluator and EvalReporter(
+            self.directory.eval_log_dir, self.directory.eval_no_memory_log_dir, self.chief)
         if start == 0:
             reporter.write_text("config", f"```\n{self.config.to_yaml()}```", 0)
         iterator = iter(self._distributed_dataset(train.steps - start))
@@ -268,12 +291,16 @@ class Trainer:
             stop = pending is not None and self._finish(pending, reporter, on_step)
             pending = _DispatchedStep(step, batch, metrics, memory)
             saving = step % train.checkpoint_every == 0 or step == train.steps
-            if stop or saving or self._profile_ends(step):
+            evaluating = self.evaluator is not None and (
+                step % train.eval_every == 0 or step == train.steps)
+            if stop or saving or evaluating or self._profile_ends(step):
                 stop = self._finish(pending, reporter, on_step) or stop
                 pending = None
             self._maybe_profile(step, starting=False)
             if stop or saving:
                 self.save()
+            if evaluating and not stop:
+                self.evaluate(step, reporter)
             if stop:  # SIGTERM on any worker: all of them stop after the same step
                 logger.info("stopped by SIGTERM at step %d; the checkpoint resumes it", step)
                 return EXIT_TERMINATED

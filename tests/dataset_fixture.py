@@ -55,42 +55,64 @@ def _example(stream, index, reverse, parts):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_dataset(directory, run_config, segments_per_stream=6, seed=0, n_token=None,
-                  complete=True, data_overrides=None):
-    """Writes the dataset for `run_config.data`; returns {(pass, stream): [input_ids, ...]}."""
-    data = run_config.data
-    n_token = n_token or run_config.model.n_token
-    rng = np.random.default_rng(seed)
+def random_row(rng, length, n_token):
+    return rng.integers(9, n_token, length)
+
+
+def _write_split(directory, data, split, num_passes, num_streams, segments_per_stream, seed,
+                 n_token, rng, make_row, written):
     row_len = (segments_per_stream + 1) * data.reuse_len + data.seq_len
-    written = {}
     passes = []
-    for pass_index in range(data.num_passes):
-        os.makedirs(os.path.join(directory, f"pass-{pass_index:03d}"), exist_ok=True)
-        rows = [rng.integers(9, n_token, row_len) for _ in range(data.num_streams)]
+    for pass_index in range(num_passes):
+        rows = [make_row(rng, row_len, n_token) for _ in range(num_streams)]
         directions = [(0, rows)] + ([(1, [r[::-1] for r in rows])] if data.bi_data else [])
         streams = []
         for reverse, direction_rows in directions:
             for forward_index, row in enumerate(direction_rows):
-                stream = forward_index + reverse * data.num_streams
-                relative = schema.stream_file(pass_index, stream)
+                stream = forward_index + reverse * num_streams
+                relative = schema.stream_file(pass_index, stream, split)
+                os.makedirs(os.path.dirname(os.path.join(directory, relative)), exist_ok=True)
                 with tf.io.TFRecordWriter(os.path.join(directory, relative)) as writer:
                     for index in range(segments_per_stream):
                         parts = _segment(row, index, data, rng)
-                        written.setdefault((pass_index, stream), []).append(parts)
+                        written.setdefault((split, pass_index, stream), []).append(parts)
                         writer.write(_example(stream, index, reverse, parts)
                                      .SerializeToString(deterministic=True))
                 streams.append({"stream": stream, "reverse": reverse, "file": relative,
                                 "examples": segments_per_stream})
         passes.append({"seed": seed * 1000 + pass_index, "streams": streams})
+    return passes
+
+
+def write_dataset(directory, run_config, segments_per_stream=6, seed=0, n_token=None,
+                  complete=True, data_overrides=None, eval_segments_per_stream=0,
+                  make_row=random_row):
+    """Writes the dataset for `run_config.data` (with an eval split of
+    `eval_segments_per_stream` segments per stream, when positive; rows from `make_row(rng,
+    length, n_token)`); returns {(pass, stream): [input_ids, ...]} of the train split, and
+    {("eval", 0, stream): ...} for the eval split."""
+    data = run_config.data
+    n_token = n_token or run_config.model.n_token
+    rng = np.random.default_rng(seed)
+    written = {}
+    passes = _write_split(directory, data, schema.TRAIN, data.num_passes, data.num_streams,
+                          segments_per_stream, seed, n_token, rng, make_row, written)
+    eval_passes = []
+    if eval_segments_per_stream:
+        eval_passes = _write_split(directory, data, schema.EVAL, 1, data.eval_streams,
+                                   eval_segments_per_stream, seed + 1, n_token, rng, make_row,
+                                   written)
     info = schema.DatasetInfo(
         data={**data.get_config(), **(data_overrides or {})},
         tokenizer={"path": "synthetic", "sha256": hashlib.sha256(b"synthetic").hexdigest(),
                    "vocab_size": n_token,
                    "special_ids": dict(zip(schema.SPECIAL_PIECES, range(9)))},
         passes=passes,
-        num_examples=sum(len(v) for v in written.values()),
-        source_files=["synthetic"])
+        num_examples=sum(len(v) for k, v in written.items() if k[0] == schema.TRAIN),
+        source_files=["synthetic"], eval_passes=eval_passes,
+        eval_num_examples=sum(len(v) for k, v in written.items() if k[0] == schema.EVAL))
     write_file(os.path.join(directory, schema.INFO_FILE), info.to_json())
     if complete:
         write_file(os.path.join(directory, schema.COMPLETED_FILE), "")
-    return written
+    return {key[1:] if key[0] == schema.TRAIN else key: value
+            for key, value in written.items()}

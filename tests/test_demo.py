@@ -14,9 +14,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TENSORBOARD_TAGS = tuple(f"train/{name}" for name in (
-    "loss", "perplexity", "accuracy", "learning_rate", "grad_norm", "tokens_per_second",
-    "memory_bytes"))
+TENSORBOARD_TAGS = ("lm/loss", "lm/perplexity", "lm/accuracy") + tuple(
+    f"train/{name}" for name in ("learning_rate", "grad_norm", "tokens_per_second",
+                                 "memory_bytes"))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_tensorboard_serves_the_documented_scalars(demo):
                 pass
             time.sleep(1)
         run = next(r for r, run_tags in tags.items() if set(TENSORBOARD_TAGS) <= set(run_tags))
-        points = get_json(f"{base}/data/plugin/scalars/scalars?run={run}&tag=train/loss")
+        points = get_json(f"{base}/data/plugin/scalars/scalars?run={run}&tag=lm/loss")
         steps = [step for _, step, _ in points]
         assert steps == sorted(steps) and len(steps) >= 2
         assert all(value > 0 for _, _, value in points)

@@ -54,7 +54,8 @@ def test_writes_checkpoints_config_and_tensorboard_scalars(trained):
     tags = events.Tags()["tensors"]
     values = {}
     for name in SCALARS:
-        records = events.Tensors(f"train/{name}")
+        records = events.Tensors(f"lm/{name}" if name in ("loss", "perplexity", "accuracy")
+                                 else f"train/{name}")
         assert [r.step for r in records] == [2, 4], name
         values[name] = [float(tensor_util.make_ndarray(r.tensor_proto)) for r in records]
     assert "config" in " ".join(tags)

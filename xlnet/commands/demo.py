@@ -46,9 +46,9 @@ def logged_losses(model_dir):
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
-    from xlnet.formats.model_dir import ModelDirectory, train_scalar_tag
+    from xlnet.formats.model_dir import ModelDirectory, lm_tag
 
-    tag = train_scalar_tag("loss")
+    tag = lm_tag("loss")
     accumulator = event_accumulator.EventAccumulator(
         ModelDirectory(model_dir).train_log_dir, size_guidance={event_accumulator.TENSORS: 0})
     accumulator.Reload()

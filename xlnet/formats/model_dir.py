@@ -9,7 +9,11 @@ Layout of a model directory:
   spiece.model            the tokenizer, when present (exports copy it beside the weights)
   checkpoint, ckpt-N.*    tf.train checkpoints of `training_checkpoint` below
   .worker-K/              a non-chief worker's scratch checkpoint, removed after each save
-  train/                  TensorBoard logs of training (scalars tagged `train/<name>`)
+  train/                  TensorBoard logs of training: `lm/loss|perplexity|accuracy` and
+                          `train/<name>` (learning rate, gradient norm, throughput, ...)
+  eval/, eval_no_memory/  TensorBoard logs of evaluation, with and without memory: the same
+                          `lm/...` tags, so train and eval share charts; `eval/memory_gain`
+  eval.json               the latest evaluation (`xlnet evaluate`, or the trainer's)
   profile/                a `--profile-steps` trace
 """
 
@@ -25,13 +29,26 @@ from xlnet.tokenizer import TOKENIZER_FILE
 RUN_CONFIG_FILE = "run_config.yaml"
 DATASET_FILE = "dataset.json"
 INIT_CHECKPOINT_FILE = "init_checkpoint.json"
+EVAL_FILE = "eval.json"
 TRAIN_LOG_DIR = "train"
+EVAL_LOG_DIR = "eval"
+EVAL_NO_MEMORY_LOG_DIR = "eval_no_memory"
 PROFILE_DIR = "profile"
-TRAIN_SCALARS = "train"  # TensorBoard tag prefix of the training scalars
+LM_METRICS = ("loss", "perplexity", "accuracy")  # tagged alike in the train and eval runs
+
+
+def lm_tag(name):
+    """Tag of a language-model metric (LM_METRICS), shared by the train and eval runs."""
+    return f"lm/{name}"
 
 
 def train_scalar_tag(name):
-    return f"{TRAIN_SCALARS}/{name}"
+    """Tag of a training-only scalar (learning rate, gradient norm, throughput, ...)."""
+    return f"train/{name}"
+
+
+def eval_scalar_tag(name):
+    return f"eval/{name}"
 
 
 def join(directory, *names):
@@ -106,6 +123,14 @@ class ModelDirectory:
         return self.join(TRAIN_LOG_DIR)
 
     @property
+    def eval_log_dir(self):
+        return self.join(EVAL_LOG_DIR)
+
+    @property
+    def eval_no_memory_log_dir(self):
+        return self.join(EVAL_NO_MEMORY_LOG_DIR)
+
+    @property
     def profile_dir(self):
         return self.join(PROFILE_DIR)
 
@@ -165,6 +190,9 @@ class ModelDirectory:
 
     def write_dataset_identity(self, identity):
         self._write_text(DATASET_FILE, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+    def write_eval(self, results):
+        self._write_text(EVAL_FILE, json.dumps(results, indent=2, sort_keys=True) + "\n")
 
     def write_init_checkpoint(self, prefix, variables):
         """Records which original checkpoint a run started from (its step 0 weights)."""

@@ -1,0 +1,115 @@
+"""Held-out evaluation with and without memory, under the trainer's strategy.
+
+Each evaluation reads the same segments: every row walks its eval streams from their start
+(the rows of `StreamPlan`, as in training) for `segments` segments, starting from fresh memory
+and carrying it from segment to segment exactly as training does (zero memory where a stream
+starts). Dropout is off and the stored factorization orders are used. Each segment is scored
+twice: with the memory it carried, and with no memory at all, so the memory's worth is the
+difference of two numbers read from the same targets.
+"""
+
+import math
+
+import tensorflow as tf
+
+from pretrain.input_pipeline import InputPipeline, StreamPlan
+from xlnet import schema
+from xlnet.model.lm_loss import per_example_lm_loss
+
+MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
+SUMS = ("loss", "targets", "correct", "loss_no_memory", "correct_no_memory")
+
+
+def metrics_from_sums(sums, segments):
+    """The reported metrics from summed losses, targets and correct predictions."""
+    targets = sums["targets"]
+    loss = sums["loss"] / max(targets, 1.0)
+    loss_no_memory = sums["loss_no_memory"] / max(targets, 1.0)
+    return {
+        "segments": segments,
+        "targets": int(targets),
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "accuracy": sums["correct"] / max(targets, 1.0),
+        "loss_no_memory": loss_no_memory,
+        "perplexity_no_memory": math.exp(min(loss_no_memory, 700.0)),
+        "accuracy_no_memory": sums["correct_no_memory"] / max(targets, 1.0),
+        "memory_gain": loss_no_memory - loss,
+    }
+
+
+class Evaluator:
+
+    def __init__(self, strategy, model, info, data_dir, run_config, split=schema.EVAL,
+                 segments=None):
+        """`segments`: segments per row (default: the split's whole first epoch, the shortest
+        row deciding)."""
+        self.strategy = strategy
+        self.model = model
+        train = run_config.train
+        self.plan = StreamPlan(info, data_dir, train.global_batch_size,
+                               strategy.num_replicas_in_sync, train.seed, split=split)
+        self.pipeline = InputPipeline(self.plan, run_config.data, train.seed)
+        available = self.plan.epoch_length(0)
+        self.steps = min(segments, available) if segments else available
+        model_config = run_config.model
+        self.memory_shape = [self.plan.local_batch_size, model_config.n_layer,
+                             model_config.mem_len, model_config.d_model]
+        self.uses_memory = model_config.mem_len > 0
+
+    @property
+    def segments(self):
+        return self.steps * self.plan.global_batch_size
+
+    def _replica_step(self, batch, memory):
+        context = tf.distribute.get_replica_context()
+        micro = {name: value[0] for name, value in batch.items()}  # one micro-step per element
+        inputs = {name: micro[name] for name in MODEL_INPUTS}
+        targets, weights = micro["targets"], micro["target_weights"]  # [b, K] each
+        new_memory = None
+        if self.uses_memory:
+            continuing = tf.cast(micro["index"] > 0, memory.dtype)  # [b]: zero at a stream start
+            with_memory = self.model({**inputs, "mems": memory * continuing[:, None, None, None]},
+                                     training=False)
+            new_memory = with_memory["new_mems"]  # [b, N, M, D]
+        else:
+            with_memory = self.model(inputs, training=False)
+        without_memory = self.model(inputs, training=False)
+        loss, target_count = per_example_lm_loss(with_memory["logits"], targets, weights)
+        loss_no_memory, _ = per_example_lm_loss(without_memory["logits"], targets, weights)
+        weights = tf.cast(weights, tf.float32)
+
+        def correct(logits):
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # [b, K]
+            return tf.reduce_sum(tf.cast(tf.equal(predicted, targets), tf.float32) * weights)
+
+        sums = [tf.reduce_sum(loss), tf.reduce_sum(target_count),
+                correct(with_memory["logits"]), tf.reduce_sum(loss_no_memory),
+                correct(without_memory["logits"])]
+        return new_memory, context.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+
+    @tf.function
+    def _step(self, batch, memory):
+        new_memory, sums = self.strategy.run(self._replica_step, args=(batch, memory))
+        return new_memory, [self.strategy.experimental_local_results(s)[0] for s in sums]
+
+    def _fresh_memory(self):
+        if not self.uses_memory:
+            return None
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: tf.zeros(self.memory_shape))
+
+    def evaluate(self):
+        """Scores `steps` segments per row; returns metrics_from_sums' dict."""
+        def dataset_fn(context):
+            replicas_per_worker = context.num_replicas_in_sync // context.num_input_pipelines
+            return self.pipeline.worker_dataset(context.input_pipeline_id, replicas_per_worker,
+                                                0, self.steps)
+
+        dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
+        memory = self._fresh_memory()
+        totals = [0.0] * len(SUMS)
+        for batch in dataset:
+            memory, sums = self._step(batch, memory)
+            totals = [total + float(value) for total, value in zip(totals, sums)]
+        return metrics_from_sums(dict(zip(SUMS, totals)), self.segments)
