@@ -1,5 +1,6 @@
 """Exact resume: a run stopped by SIGTERM and then killed with SIGKILL, restarted each time
-with the same command, logs the same per-step losses as an uninterrupted run (dropout on)."""
+with the same command, logs the same per-step losses as an uninterrupted run (dropout on, and
+evaluation every few steps)."""
 
 import os
 import re
@@ -22,7 +23,8 @@ DEADLINE_S = 240
 def _command(data, model_dir):
     return [sys.executable, "-m", "xlnet", "pretrain", "--config", "tiny", "--data", data,
             "--model-dir", model_dir, "--steps", str(STEPS), "--log-every", "1",
-            "--checkpoint-every", "3"]
+            "--checkpoint-every", "3", "--set", "train.eval_every=4",
+            "--set", "train.eval_segments=2"]
 
 
 def _run(command, stop_at=None, sig=None):
@@ -55,8 +57,10 @@ def _run(command, stop_at=None, sig=None):
 @pytest.mark.slow
 def test_sigterm_and_sigkill_then_resume_give_the_uninterrupted_losses(tmp_path):
     data = str(tmp_path / "data")
-    write_dataset(data, load_run_config("tiny"), segments_per_stream=4)
-    status, reference, _ = _run(_command(data, str(tmp_path / "reference")))
+    write_dataset(data, load_run_config("tiny"), segments_per_stream=4,
+                  eval_segments_per_stream=3)
+    status, reference, log = _run(_command(data, str(tmp_path / "reference")))
+    assert "eval at step 4:" in log and "eval at step 10:" in log
     assert status == 0 and sorted(reference) == list(range(1, STEPS + 1))
 
     command = _command(data, str(tmp_path / "interrupted"))
