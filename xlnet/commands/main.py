@@ -10,11 +10,12 @@ import logging
 import os
 import sys
 
-from xlnet.commands import arguments, demo, export, prepare, pretrain, train_tokenizer
+from xlnet.commands import (arguments, demo, evaluate, export, prepare, pretrain,
+                            train_tokenizer)
 from xlnet.errors import UserError
 
 COMMANDS = {command.NAME: command
-            for command in (train_tokenizer, prepare, pretrain, export, demo)}
+            for command in (train_tokenizer, prepare, pretrain, evaluate, export, demo)}
 
 
 def build_parser(command=None):

@@ -55,6 +55,12 @@ def join(directory, *names):
     return "/".join([directory.rstrip("/"), *names])
 
 
+def eval_json(results):
+    """eval.json's text: an evaluation's metrics (pretrain/evaluator.py) and where they come
+    from."""
+    return json.dumps(results, indent=2, sort_keys=True) + "\n"
+
+
 def model_weights(model):
     """The model's variables keyed by their original TF1 names: the checkpoints' `model`.
 
@@ -176,10 +182,10 @@ class ModelDirectory:
             return None
         return yaml.safe_load(self._read_text(RUN_CONFIG_FILE)) or {}
 
-    def run_config(self):
-        """The saved RunConfig (validated)."""
+    def run_config(self, overrides=()):
+        """The saved RunConfig (validated), with `section.key=value` overrides."""
         return run_config_from_yaml(self._read_text(RUN_CONFIG_FILE),
-                                    source=self.join(RUN_CONFIG_FILE))
+                                    source=self.join(RUN_CONFIG_FILE), overrides=overrides)
 
     def write_run_config(self, run_config):
         self._write_text(RUN_CONFIG_FILE, run_config.to_yaml())
@@ -192,7 +198,7 @@ class ModelDirectory:
         self._write_text(DATASET_FILE, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
     def write_eval(self, results):
-        self._write_text(EVAL_FILE, json.dumps(results, indent=2, sort_keys=True) + "\n")
+        self._write_text(EVAL_FILE, eval_json(results))
 
     def write_init_checkpoint(self, prefix, variables):
         """Records which original checkpoint a run started from (its step 0 weights)."""
