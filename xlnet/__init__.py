@@ -4,6 +4,7 @@ The configs and the error type import at once; the model and keras-xlnet's names
 on first use, so `import xlnet` stays free of TensorFlow.
 """
 
+import importlib.metadata
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -14,6 +15,8 @@ from xlnet.config.run_config import RunConfig, load_run_config  # noqa: E402
 from xlnet.config.train_config import TrainConfig  # noqa: E402
 from xlnet.errors import UserError  # noqa: E402
 
+DISTRIBUTION = "xlnet-pipeline"  # pyproject.toml's name; its version is the one version string
+
 KERAS_XLNET_NAMES = ("build_xlnet", "load_trained_model_from_checkpoint", "ATTENTION_TYPE_UNI",
                      "ATTENTION_TYPE_BI")
 
@@ -22,6 +25,11 @@ __all__ = ["XLNetLM", "XLNetConfig", "DataConfig", "TrainConfig", "RunConfig", "
 
 
 def __getattr__(name):
+    if name == "__version__":
+        try:
+            return importlib.metadata.version(DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+            return "unknown (not installed)"
     if name == "XLNetLM":
         from xlnet.model.xlnet_lm import XLNetLM
 

@@ -78,6 +78,8 @@ def demo(workdir="xlnet-demo", config="tiny", steps=300, max_documents=0, worker
 
     workdir = os.path.abspath(workdir)
     run_config = load_run_config(config)
+    # The summary compares the first and the last logged loss, so a short demo logs twice.
+    log_every = max(1, min(run_config.train.log_every, steps // 2))
     prepare_workdir(workdir)
     paths = {name: os.path.join(workdir, name)
              for name in ("corpus", "tokenizer", "data", "model", "export")}
@@ -96,7 +98,7 @@ def demo(workdir="xlnet-demo", config="tiny", steps=300, max_documents=0, worker
             "--config", config, f"--direct_num_workers={workers}"]),
         "pretrain": run_stage(pretrain, [
             "--config", config, "--data", paths["data"], "--model-dir", paths["model"],
-            "--steps", str(steps)]),
+            "--steps", str(steps), "--log-every", str(log_every)]),
     }
     timings["export"] = sum(
         run_stage(export, ["--model-dir", paths["model"], "--format", fmt,

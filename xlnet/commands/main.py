@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+import xlnet
 from xlnet.commands import (arguments, demo, evaluate, export, prepare, pretrain,
                             train_tokenizer)
 from xlnet.errors import UserError
@@ -22,6 +23,7 @@ def build_parser(command=None):
     parser = argparse.ArgumentParser(
         prog="xlnet", description="XLNet pretraining pipeline: tokenizer, Beam corpus job, "
         "tf.distribute trainer, TensorBoard, export.")
+    parser.add_argument("--version", action="version", version=f"xlnet {xlnet.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -5,6 +5,7 @@ values the dataset was prepared with, so the YAML states them once.
 """
 
 import dataclasses
+import importlib.resources
 import os
 
 import yaml
@@ -14,8 +15,9 @@ from xlnet.config.data_config import DataConfig
 from xlnet.errors import UserError
 from xlnet.config.train_config import TrainConfig
 
-CONFIG_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                          "configs"))
+# The top-level configs/ seen from inside the package (xlnet/configs links to it; a wheel
+# holds copies), so a name resolves the same way in a checkout and in any install.
+NAMED_CONFIGS = importlib.resources.files("xlnet") / "configs"
 SECTIONS = ("model", "data", "train")
 MODEL_FIELDS_FROM_DATA = ("reuse_len", "bi_data")
 
@@ -64,14 +66,10 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def resolve_config_path(name_or_path):
-    """`tiny` names configs/tiny.yaml; anything else is a path."""
-    if os.path.exists(name_or_path):
-        return name_or_path
-    candidate = os.path.join(CONFIG_DIR, f"{name_or_path}.yaml")
-    if os.path.exists(candidate):
-        return candidate
-    raise UserError(f"{name_or_path}: no such config file (or name of one in {CONFIG_DIR})")
+def named_configs():
+    """The names `load_run_config` takes besides paths: tiny, base, large."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in NAMED_CONFIGS.iterdir()
+                  if entry.name.endswith(".yaml"))
 
 
 def apply_overrides(mapping, overrides):
@@ -98,6 +96,12 @@ def run_config_from_yaml(text, source="config", overrides=()):
 
 
 def load_run_config(name_or_path, overrides=()):
-    path = resolve_config_path(name_or_path)
-    with open(path) as f:
-        return run_config_from_yaml(f.read(), path, overrides)
+    """`tiny` names the packaged configs/tiny.yaml; anything else is a path."""
+    if os.path.exists(name_or_path):
+        with open(name_or_path) as f:
+            return run_config_from_yaml(f.read(), name_or_path, overrides)
+    packaged = NAMED_CONFIGS / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        raise UserError(f"{name_or_path}: no such config file, nor a named config (named: "
+                        f"{', '.join(named_configs())}); give a YAML path or one of the names")
+    return run_config_from_yaml(packaged.read_text(), str(packaged), overrides)
