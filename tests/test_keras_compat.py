@@ -54,7 +54,7 @@ def test_layers_carry_keras_xlnet_names(release):
     names = {layer.name for layer in model.layers}
     per_block = ("Embed-Segment", "Attention", "Attention-Residual", "Attention-Normal",
                  "FeedForward", "FeedForward-Residual", "FeedForward-Normal")
-    expected = {"Embed-Token", "Masking", "Embed-Mask", "Memory-0", "Memory-1", "Embed-Pos",
+    expected = {"Embed-Token", "Masking", "Embed-Token-Masked", "Embed-Mask", "Memory-0", "Memory-1", "Embed-Pos",
                 "Permutation", "Softmax"}
     expected |= {f"{name}-{block}" for name in per_block for block in (1, 2)}
     if release["config"].untie_r:
@@ -114,10 +114,13 @@ def test_memory_is_kept_per_batch_row(release):
     row1, _ = hf_features(hf, second[1:], segments[1:])
     np.testing.assert_allclose(ours[0, :2], row0[0, :2], atol=TOLERANCE)
     np.testing.assert_allclose(ours[1], row1[0], atol=TOLERANCE)
-    stored = model.get_layer("Memory-0").get_weights()[0]  # [batch, M, d]: word embeddings
+    # keras-xlnet's layout [batch, M + T, d]: the memory the call read, then its inputs
+    stored = model.get_layer("Memory-0").get_weights()[0]
+    assert stored.shape == (2, 4 + 3, release["config"].d_model)
     table = release["arrays"]["model/transformer/word_embedding/lookup_table"]
-    np.testing.assert_array_equal(stored[0, 1:], table[[12, 13, 14, 15, PAD_ID][-3:]])
-    np.testing.assert_array_equal(stored[1, 1:], table[[31, 32, 33]])
+    np.testing.assert_array_equal(stored[0, 0], np.zeros_like(table[0]))  # never written
+    np.testing.assert_array_equal(stored[0, 1:], table[[11, 12, 13, 14, 15, PAD_ID]])
+    np.testing.assert_array_equal(stored[1, 1:], table[[21, 22, 23, 31, 32, 33]])
 
 
 def test_train_phase_predicts_masked_tokens_from_unmasked_context(release):

@@ -1,5 +1,5 @@
-"""keras-xlnet's API on this library: `build_xlnet`, `load_trained_model_from_checkpoint`,
-`ATTENTION_TYPE_UNI`, `ATTENTION_TYPE_BI`.
+"""keras-xlnet's API on this library: `Tokenizer`, `build_xlnet`,
+`load_trained_model_from_checkpoint`, `ATTENTION_TYPE_UNI`, `ATTENTION_TYPE_BI`.
 
 The functional graph carries keras-xlnet's inputs (Input-Token, Input-Segment,
 Input-Memory-Length, and Input-Mask when training) and layer names (Embed-Token, Memory-0,
@@ -13,6 +13,8 @@ Where keras-xlnet and the original differ, this follows the original:
 - Input-Memory-Length is read per batch row; the memory of each row lives in the Memory-l
   layers between calls and holds the last `memory_len` content inputs of that layer.
 - GELU is the original's tanh approximation; LayerNorm epsilon is 1e-12.
+- Tokenizer normalises text as the original (and the pipeline) does, `` and '' included, and
+  its SYM_EOP is the vocabulary's <eop>, 8 (keras-xlnet has 9).
 """
 
 import keras
@@ -27,12 +29,45 @@ from xlnet.formats.original_checkpoint import (LM_BIAS, PREFIX, layer_biases, la
                                        read_original_checkpoint)
 from xlnet.model.positional_encoding import relative_positional_encoding, relative_segment_matrix
 from xlnet.model.relative_attention import RelativeAttention
-from xlnet.schema import PAD_ID
+from xlnet import tokenizer as pipeline_tokenizer
+from xlnet.schema import PAD_ID, SPECIAL_PIECES
 from xlnet.model.xlnet_backbone import LAYER_NORM_EPSILON
 
 ATTENTION_TYPE_UNI = "uni"
 ATTENTION_TYPE_BI = "bi"
 INT32_MAX = 2**31 - 1
+
+
+class Tokenizer:
+    """keras-xlnet's Tokenizer: `tokenize` (pieces), `encode` (ids), `decode`, the `SYM_*` ids.
+
+    The text handling is the pipeline's (xlnet.tokenizer.Tokenizer): the original's
+    normalisation with these switches and its digit-comma fix-up (`2000,` -> `2000` `,`).
+    """
+
+    SPM_UNDERLINE = pipeline_tokenizer.WORD_START
+    (SYM_UNK, SYM_BOS, SYM_EOS, SYM_CLS, SYM_SEP, SYM_PAD, SYM_MASK, SYM_EOD,
+     SYM_EOP) = range(len(SPECIAL_PIECES))
+
+    def __init__(self, spm_path, remove_spaces=True, remove_accents=False, cased=True,
+                 sample=False):
+        self.remove_spaces, self.remove_accents = remove_spaces, remove_accents
+        self.cased, self.sample = cased, sample
+        self.tokenizer = pipeline_tokenizer.Tokenizer.load(spm_path)
+
+    def encode(self, text):
+        """The ids of `text`, a list of ints."""
+        text = pipeline_tokenizer.normalize_text(text, uncased=not self.cased,
+                                                 keep_accents=not self.remove_accents,
+                                                 remove_spaces=self.remove_spaces)
+        return self.tokenizer.encode_normalized([text], sample=self.sample)[0].tolist()
+
+    def tokenize(self, text):
+        """The pieces of `text`, e.g. ['▁All', "'", 's', ...]."""
+        return [self.tokenizer.id_to_piece(i) for i in self.encode(text)]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(ids)
 
 
 class TokenEmbedding(keras.layers.Layer):
@@ -61,6 +96,15 @@ class PaddingMask(keras.layers.Layer):
         if self.mask_index is None:
             return tf.zeros_like(token_ids, tf.bool)
         return tf.equal(token_ids, self.mask_index)
+
+
+class RestoreMask(keras.layers.Layer):
+    """Embed-Token-Masked: the token embeddings, where keras-xlnet re-attaches the padding
+    mask to them. Here the padding reaches the attention through Masking and Permutation, so
+    the values pass unchanged; the layer keeps keras-xlnet's graph and name."""
+
+    def call(self, token_embed, padding):
+        return token_embed
 
 
 class MaskEmbedding(keras.layers.Layer):
@@ -104,9 +148,11 @@ class SiteDropout(keras.layers.Layer):
 class Memory(keras.layers.Layer):
     """Memory-l: the content inputs of layer l from earlier calls, one row per batch row.
 
-    Returns the stored memory [B, memory_len, d] (before this call) and stores the last
-    `memory_len` rows of [memory ; inputs]. A call with fewer rows than `batch_size` uses and
-    updates the first rows only.
+    The weight is laid out as keras-xlnet's, [batch_size, memory_len + target_len, d]: after a
+    call it holds the memory that call read followed by the call's own inputs. A call reads
+    the last `memory_len` rows stored before it and returns them [B, memory_len, d]. A call
+    with fewer rows than `batch_size` uses and updates the first rows only (keras-xlnet
+    overwrites the others with copies of row 0). With memory_len 0 there is no weight.
     """
 
     def __init__(self, batch_size, memory_len, target_len, output_dim, **kwargs):
@@ -114,17 +160,19 @@ class Memory(keras.layers.Layer):
         self.batch_size, self.memory_len = batch_size, memory_len
         self.target_len, self.output_dim = target_len, output_dim
         if memory_len > 0:
-            self.memory = self.add_weight(shape=(batch_size, memory_len, output_dim),
-                                          initializer="zeros", trainable=False, name="memory")
+            self.memory = self.add_weight(
+                shape=(batch_size, memory_len + target_len, output_dim), initializer="zeros",
+                trainable=False, name="memory")
 
     def call(self, inputs):
         rows = tf.shape(inputs)[0]
         if self.memory_len == 0:
             return tf.zeros([rows, 0, self.output_dim], tf.float32)
-        stored = tf.convert_to_tensor(self.memory)[:rows]  # [B, M, d]
-        updated = tf.concat([stored, tf.cast(inputs, tf.float32)], axis=1)[:, -self.memory_len:]
+        stored = tf.convert_to_tensor(self.memory)[:rows]  # [B, M+T, d]
+        kept = self.memory_len + self.target_len
+        updated = tf.concat([stored, tf.cast(inputs, tf.float32)], axis=1)[:, -kept:]
         self.memory.assign(tf.concat([tf.stop_gradient(updated), self.memory[rows:]], axis=0))
-        return stored
+        return stored[:, -self.memory_len:]
 
     def get_config(self):
         return {**super().get_config(), "batch_size": self.batch_size,
@@ -247,7 +295,7 @@ class TiedSoftmax(keras.layers.Layer):
 def get_custom_objects():
     """keras-xlnet's helper: the classes `keras.models.load_model` needs for a saved model."""
     return {layer.__name__: layer for layer in (
-        TokenEmbedding, PaddingMask, MaskEmbedding, DropoutSeed, SiteDropout, Memory,
+        TokenEmbedding, PaddingMask, RestoreMask, MaskEmbedding, DropoutSeed, SiteDropout, Memory,
         PositionalEmbedding, PermutationMask, RelativeBias, SegmentBias,
         RelativeSegmentEmbedding, AllPositionsAttention, FeedForward, TiedSoftmax)}
 
@@ -280,6 +328,8 @@ def build_xlnet(units, training, num_token, num_block, num_head, hidden_dim, bat
 
     token_embed, table = TokenEmbedding(num_token, units, name="Embed-Token")(token_input)
     padding = PaddingMask(mask_index, name="Masking")(token_input)
+    if mask_index is not None:
+        token_embed = RestoreMask(name="Embed-Token-Masked")(token_embed, padding)
     query = MaskEmbedding(units, name="Embed-Mask")(token_embed, predict_input) \
         if training else None
     if dropout > 0 or attention_dropout > 0:

@@ -22,9 +22,9 @@ WORD_START = "\u2581"  # SentencePiece's "▁"
 START_PUNCTUATION = frozenset(string.punctuation) - set("'<=>")
 
 
-def normalize_text(line, uncased, keep_accents=False):
+def normalize_text(line, uncased, keep_accents=False, remove_spaces=True):
     """§1.2: collapse whitespace, `` and '' to ", strip accents, optionally lower-case."""
-    text = " ".join(line.split())
+    text = " ".join(line.split()) if remove_spaces else line
     text = text.replace("``", '"').replace("''", '"')
     if not keep_accents and not text.isascii():
         text = _strip_accents(text)
@@ -168,7 +168,13 @@ class Tokenizer:
         Give it many lines at once (a file range's): one batch call with one thread encodes
         ~1.5x faster than a call per line.
         """
-        encoded = self._sp.encode(normalize_lines(lines, self.uncased), num_threads=1)
+        return self.encode_normalized(normalize_lines(lines, self.uncased))
+
+    def encode_normalized(self, texts, sample=False):
+        """encode_lines of texts normalised already: (ids [N] int32, lengths [texts]).
+        `sample` draws one of the 64 best segmentations (subword regularisation)."""
+        encoded = self._sp.encode(texts, num_threads=1, enable_sampling=sample, nbest_size=64,
+                                  alpha=0.1)
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         ids = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32,
                           count=int(lengths.sum()))
@@ -191,3 +197,7 @@ class Tokenizer:
 
     def id_to_piece(self, index):
         return self._sp.id_to_piece(int(index))
+
+    def decode(self, ids):
+        """The text of ids (SentencePiece's detokenisation; normalisation is not undone)."""
+        return self._sp.decode([int(i) for i in ids])
