@@ -12,6 +12,7 @@ and is one range.
 import dataclasses
 import gzip
 import io
+import itertools
 
 import numpy as np
 
@@ -19,7 +20,11 @@ from xlnet.errors import UserError
 
 MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can use
 RANGE_BYTES = 1 << 20
-_WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() removes: the blank-line test
+# A line is blank when its text is only whitespace, as str.strip() sees it (the original's
+# `not line.strip()`, §1.4): besides ASCII's, \x1c-\x1f and non-ASCII spaces (\x85, \xa0,
+# \u3000, ...). Only a line made of these bytes alone (ASCII whitespace, \x1c-\x1f, any byte
+# of a multi-byte character) can be blank, so the rest never needs decoding.
+_MAYBE_WHITESPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(0x80, 0x100))
 _LOOKBACK_BYTES = 4096
 _BLOCK_BYTES = 1 << 20
 
@@ -98,20 +103,35 @@ def _open_binary(path):
     return raw
 
 
+def is_blank_line(line):
+    """Whether a line (bytes, without its newline) ends a document: its text is whitespace
+    only. An undecodable line is not blank (it is skipped and counted inside its document)."""
+    if line.strip(_MAYBE_WHITESPACE):
+        return False
+    try:
+        return not line.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return False
+
+
 def _previous_line_is_blank(f, line_start):
-    """Whether the line that ends just before `line_start` is blank (file start counts so)."""
+    """Whether the line that ends just before `line_start` is blank (file start counts so).
+    Reads back only as far as that line could still be blank."""
     position = line_start - 1  # the newline ending the previous line
+    tail = []  # the previous line's bytes, read backwards in chunks
     while position > 0:
         chunk_start = max(0, position - _LOOKBACK_BYTES)
         f.seek(chunk_start)
         chunk = f.read(position - chunk_start)
-        for byte in reversed(chunk):
-            if byte == 0x0A:
-                return True
-            if byte not in _WHITESPACE:
-                return False
+        newline = chunk.rfind(b"\n")
+        part = chunk[newline + 1:]
+        if part.lstrip(_MAYBE_WHITESPACE):
+            return False
+        tail.append(part)
+        if newline >= 0:
+            break
         position = chunk_start
-    return True
+    return is_blank_line(b"".join(reversed(tail)))
 
 
 def _first_line_start(f, offset):
@@ -211,9 +231,12 @@ def read_documents(file_range):
 
 def _non_blank_runs(lines):
     """[(first, stop)] of the runs of non-blank lines (an over-long one counts as non-blank),
-    and whether the last line is blank. bytes.strip() removes exactly _WHITESPACE."""
+    and whether the last line is blank."""
     probe = [b"x" if line is None else line for line in lines] if None in lines else lines
-    non_blank = np.fromiter(map(len, map(bytes.strip, probe)), np.int64, len(probe)) > 0
+    non_blank = np.fromiter(map(len, map(bytes.strip, probe, itertools.repeat(
+        _MAYBE_WHITESPACE))), np.int64, len(probe)) > 0  # [n]; only these are sure
+    for index in np.flatnonzero(~non_blank).tolist():
+        non_blank[index] = not is_blank_line(probe[index])
     edges = np.diff(np.concatenate([[0], non_blank.view(np.int8), [0]]))  # +1 starts, -1 ends
     runs = zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist())
     return list(runs), not non_blank[-1]

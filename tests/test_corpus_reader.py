@@ -1,5 +1,6 @@
 import gzip
 
+import numpy as np
 import pytest
 
 from preprocessing import corpus_reader
@@ -104,3 +105,44 @@ def test_a_file_without_blank_lines_is_one_document_whatever_the_ranges(tmp_path
     assert len(documents) == 1 and len(documents[0].lines) == 3000
     later = corpus_reader.plan_ranges(files, 1000)[5][0]
     assert list(read_documents(later)) == []
+
+
+# Lines the original counts as blank (`not line.strip()`, §1.4) though bytes.strip() does not.
+UNICODE_BLANK_LINES = ["\xa0", "\u3000", "\x85", "\x1c", "\x1d", "\x1e", "\x1f", "\u2028",
+                       " \xa0\t\u3000 \x1f"]
+
+
+@pytest.mark.parametrize("blank", UNICODE_BLANK_LINES, ids=ascii)
+def test_a_line_of_unicode_or_control_whitespace_ends_a_document(tmp_path, blank):
+    path = tmp_path / "a.txt"
+    path.write_bytes(f"one a\none b\n{blank}\ntwo\n".encode())
+    documents = _read_all(match_input_files(str(path)), 1 << 20)
+    assert [d.lines for d in documents] == [["one a", "one b"], ["two"]]
+
+
+def original_documents(text):
+    """The original's reading of a text: a line whose str.strip() is empty ends a document."""
+    documents, current = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            current.append(line)
+        elif current:
+            documents.append(current)
+            current = []
+    return documents + ([current] if current else [])
+
+
+@pytest.mark.parametrize("range_bytes", [1, 2, 3, 5, 8, 13, 1 << 20])
+def test_documents_follow_the_originals_blank_lines_for_any_ranges(tmp_path, range_bytes):
+    rng = np.random.default_rng(range_bytes)
+    kinds = UNICODE_BLANK_LINES + ["", " ", "\t", "\u200b", "é à", "ka lo", "\xa0mi\xa0",
+                                   "\x1cne", "ru"]
+    text = "\n".join(str(rng.choice(kinds)) for _ in range(300))
+    path = tmp_path / "a.txt"
+    path.write_bytes(text.encode())
+    documents = _read_all(match_input_files(str(path)), range_bytes)
+    assert [d.lines for d in documents] == original_documents(text)
+    # keys are the byte offsets of each document's first line
+    encoded = text.encode()
+    for document in documents:
+        assert encoded[document.key[1]:].startswith(document.lines[0].encode())

@@ -30,12 +30,22 @@ def _write_bad_lines(directory):
         f.write(b"ka lo mi ne.\nbroken \xff\xfe bytes.\n" + b"x" * (2 << 20) + b"\nru sa to.\n")
 
 
+UNICODE_BLANK_DOCUMENTS = 4
+
+
+def _write_unicode_blank_documents(directory):
+    """Documents separated by lines the original counts as blank (`not line.strip()`)."""
+    with open(os.path.join(directory, "zz-unicode-blank.txt"), "w", encoding="utf-8") as f:
+        f.write("ka lo mi.\nne ru.\n\xa0\nsa to.\n\u3000 \nvi be da.\n\x1c\nfe gu.\n")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepare")
     corpus = root / "corpus"
     write_corpus(str(corpus), seed=1, files=3, documents_per_file=40)
     _write_bad_lines(str(corpus))
+    _write_unicode_blank_documents(str(corpus))
     tokenizer = train_tiny_tokenizer(str(root / "tokenizer-text"), str(root / "tokenizer"))
     return {"root": root, "input": str(corpus / "*.txt"), "tokenizer": tokenizer}
 
@@ -134,6 +144,8 @@ def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared)
     assert info.eval_passes == [] and "eval" not in stats
     _check_split(workspace, output, data, info.passes, stats, TRAIN)
     assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1}
+    # 3 files of 40, the bad lines' one, and those split by Unicode or control whitespace
+    assert stats["documents"] == 3 * 40 + 1 + UNICODE_BLANK_DOCUMENTS
     assert stats["passes"][0]["masked_fraction"] == data.num_predict / data.seq_len
     assert 0 < stats["passes"][0]["label_true_b_fraction"] < 1
 

@@ -41,6 +41,28 @@ def test_tokenized_document_ends_with_one_eod(tmp_path):
     assert tokenize_document(tokenizer, Document((0, 5), ["\u0301"]), True) is None
 
 
+def test_choices_that_differ_from_the_original_on_real_world_text(tmp_path):
+    """The README's quirk table: k blank lines in a row end a document with one <eod> (the
+    original emits k); a line that encodes to no piece (\u200b) is dropped, so the sentence
+    ids alternate over the lines that remain (the original's counter flips on it too)."""
+    from preprocessing.corpus_reader import match_input_files, plan_ranges, read_documents
+
+    tokenizer = Tokenizer.load(train_tiny_tokenizer(str(tmp_path / "c"), str(tmp_path / "m")))
+    assert tokenizer.encode("\u200b").size == 0
+    path = tmp_path / "a.txt"
+    path.write_text("ka lo.\n\n \n\xa0\nmi ne.\n\u200b\nru sa.\n")
+    documents = [d for pieces in plan_ranges(match_input_files(str(path))) for piece in pieces
+                 for d in read_documents(piece)]
+    tokenized = [tokenize_document(tokenizer, d, use_eod=True) for d in documents]
+    assert [d.lines for d in tokenized] == [1, 3]
+    ids, sent_ids = build_stream(tokenized)
+    assert (ids == EOD_ID).sum() == 2  # one per document; the original: 3, then none at the end
+    second = tokenized[1]
+    assert second.line_lengths.size == 2  # "mi ne." and "ru sa."; \u200b dropped
+    first_line_end = tokenized[0].ids.size + second.line_lengths[0]
+    assert sent_ids[first_line_end - 1] != sent_ids[first_line_end]  # mi ne. | ru sa.
+
+
 def test_assignment_is_balanced_complete_and_does_not_depend_on_batching():
     lengths = np.random.default_rng(0).integers(5, 400, size=500)
     assigner = StreamAssigner(16)
