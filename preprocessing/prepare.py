@@ -39,12 +39,19 @@ def beam_options(beam_argv):
     """PipelineOptions from Beam's arguments.
 
     Without --runner: the local FnApiRunner (what the DirectRunner runs when it cannot fetch
-    Prism, without the download attempt), one worker process per core.
+    Prism, without the download attempt), one worker process per core. Without
+    --default_sdk_harness_log_level the workers log at the level of this process's
+    `apache_beam` logger (WARNING unless `xlnet --verbose`): at INFO they log every control
+    channel they open and close.
     """
     from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
                                                       StandardOptions)
 
-    options = PipelineOptions(list(beam_argv))
+    beam_argv = list(beam_argv)
+    level = logging.getLogger("apache_beam").getEffectiveLevel()
+    if not _option_given(beam_argv, "--default_sdk_harness_log_level") and level > logging.INFO:
+        beam_argv.append(f"--default_sdk_harness_log_level={logging.getLevelName(level)}")
+    options = PipelineOptions(beam_argv)
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = "FnApiRunner"
     direct = options.view_as(DirectOptions)
@@ -82,11 +89,30 @@ def build_pipeline(pipeline, split_ranges, block_tokens, data_config, tokenizer,
             | "Finalize" >> FinalizeDataset(finalizer))
 
 
+def _runner(options):
+    """The local FnApiRunner built as the DirectRunner builds it, with the pipeline options in
+    its provisioning info: named by a string it hands its workers no options, so they would
+    ignore --default_sdk_harness_log_level. None for any other runner (Beam builds those)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if options.view_as(StandardOptions).runner != "FnApiRunner":
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    # Only the options set: the full set holds flags the workers cannot parse back (warned).
+    encoded = JobServiceHandle.encode_pipeline_options(
+        options.get_all_options(drop_default=True))
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
 def _run_pipeline(options, build):
     import apache_beam as beam
 
     try:
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=_runner(options), options=options)
         build(pipeline)
         result = pipeline.run()
         result.wait_until_finish()

@@ -76,9 +76,11 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
             input_sentence_size=0, shuffle_input_sentence=False, num_threads=1,
             minloglevel=2)
     except RuntimeError as e:
+        # The last line reads "INTERNAL: file.cc(744) [check] Vocabulary size too high (300).
+        # Please set it to a value <= 186.": keep what follows the failed check, whole.
+        reason = str(e).strip().splitlines()[-1].split("] ", 1)[-1]
         raise UserError(f"--vocab-size {vocab_size}: SentencePiece could not train "
-                        f"({str(e).strip().splitlines()[-1][:160]}); lower --vocab-size or "
-                        "give more text") from None
+                        f"({reason}); lower --vocab-size or give more text") from None
     Tokenizer(model.getvalue(), path="trained model")  # checks the special ids
     path = FileSystems.join(output_dir, TOKENIZER_FILE)
     write_file(path, model.getvalue())

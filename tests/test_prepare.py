@@ -271,3 +271,23 @@ def test_an_interrupted_job_leaves_no_completed_and_can_run_again(workspace, tmp
     assert (output / COMPLETED_FILE).exists()
     leftovers = [p.name for p in (output / "pass-000").iterdir() if ".tmp-" in p.name]
     assert leftovers == [] and stats["passes"][0]["examples"] > 0
+
+
+@pytest.mark.slow
+def test_beam_worker_logs_show_only_with_verbose(workspace, tmp_path):
+    """The workers' INFO chatter (control channels, harness start and exit) is off unless
+    `xlnet --verbose`; the job's own progress lines show either way."""
+    stderr = {}
+    for verbose in (False, True):
+        output = tmp_path / f"verbose-{verbose}"
+        result = subprocess.run(
+            [sys.executable, "-m", "xlnet", *(["--verbose"] if verbose else []), "prepare",
+             *_argv(workspace, output, "--direct_num_workers=2")],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        stderr[verbose] = result.stderr
+        assert "preprocessing.prepare: prepared" in result.stderr
+    worker_info = "INFO:apache_beam.runners.worker"
+    assert worker_info not in stderr[False], stderr[False][-3000:]
+    assert worker_info in stderr[True]

@@ -26,6 +26,8 @@ def build_parser(command=None):
     parser.add_argument("--version", action="version", version=f"xlnet {xlnet.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Apache Beam's runner and worker logs at --log-level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
@@ -55,8 +57,10 @@ def main(argv=None):
             return 2
         logging.basicConfig(level=args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # Beam's runner logs every worker event at INFO; our stages log their own progress.
-        logging.getLogger("apache_beam").setLevel(max(logging.WARNING, logging.root.level))
+        # Beam's runner and workers log every worker event at INFO; our stages log their own
+        # progress. prepare hands this level on to the workers.
+        if not args.verbose:
+            logging.getLogger("apache_beam").setLevel(max(logging.WARNING, logging.root.level))
         return arguments.exit_status(COMMANDS[args.command].call(args, extra))
     except UserError as e:
         if debug:
