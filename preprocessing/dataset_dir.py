@@ -12,6 +12,7 @@ from xlnet.schema import (COMPLETED_FILE, EVAL, EVAL_DIR, INFO_FILE, PASS_DIR_PR
                           TRAIN, DatasetInfo)
 
 logger = logging.getLogger(__name__)
+DOCUMENT_TOKENS_LOG2 = "document_tokens_log2_"  # + k: documents of 2^k to 2^(k+1)-1 tokens
 
 
 def _filesystems():
@@ -135,6 +136,8 @@ def summarize(file_results, document_stats, num_passes, seq_len):
         })
     forward_tokens = sorted(stats["stream_tokens"] for p, entry, stats in file_results
                             if p == 0 and not entry["reverse"])
+    log2_buckets = sorted(int(key[len(DOCUMENT_TOKENS_LOG2):]) for key in document_stats
+                          if key.startswith(DOCUMENT_TOKENS_LOG2))
     return {
         "documents": document_stats.get("documents", 0),
         "empty_documents": document_stats.get("empty_documents", 0),
@@ -142,6 +145,9 @@ def summarize(file_results, document_stats, num_passes, seq_len):
         "skipped_lines": {"non_utf8": document_stats.get("skipped_lines_non_utf8", 0),
                           "over_1MiB": document_stats.get("skipped_lines_over_1MiB", 0)},
         "tokens_in": document_stats.get("tokens", 0),
+        # documents by length: key k counts those of 2^k to 2^(k+1)-1 tokens
+        "document_tokens_log2": {str(k): document_stats[f"{DOCUMENT_TOKENS_LOG2}{k}"]
+                                 for k in log2_buckets},
         "stream_tokens": {"min": forward_tokens[0], "max": forward_tokens[-1],
                           "total": sum(forward_tokens)} if forward_tokens else {},
         "passes": passes,

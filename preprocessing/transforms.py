@@ -9,6 +9,7 @@ from apache_beam.metrics import Metrics
 
 from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import read_documents
+from preprocessing.dataset_dir import DOCUMENT_TOKENS_LOG2
 from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, held_out,
                                           sentence_stream, tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
@@ -74,6 +75,10 @@ class _TokenizeRangeFn(beam.DoFn):
             tokenized = tokenize_documents(self.tokenizer, split_documents, self.use_eod)
             counts["empty_documents"] = len(split_documents) - tokenized.document_tokens.size
             counts["tokens"] = tokenized.ids.size
+            log2_lengths = np.log2(tokenized.document_tokens).astype(np.int64)  # lengths >= 1
+            for bucket, documents in enumerate(np.bincount(log2_lengths).tolist()):
+                if documents:
+                    counts[f"{DOCUMENT_TOKENS_LOG2}{bucket}"] = documents
             write_store(self.output_dir, split, range_index, tokenized, self.block_tokens)
             for name in COUNT_NAMES:
                 self.counters[split, name].inc(counts[name])

@@ -8,13 +8,18 @@ twice: with the memory it carried, and with no memory at all, so the memory's wo
 difference of two numbers read from the same targets.
 """
 
+import logging
 import math
 
 import tensorflow as tf
 
 from pretrain.input_pipeline import InputPipeline, StreamPlan
 from xlnet import schema
+from xlnet.errors import UserError
 from xlnet.model.lm_loss import per_example_lm_loss
+from xlnet.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
 SUMS = ("loss", "targets", "correct", "loss_no_memory", "correct_no_memory")
@@ -99,6 +104,26 @@ class Evaluator:
         return self.strategy.experimental_distribute_values_from_function(
             lambda context: tf.zeros(self.memory_shape))
 
+    def predictions(self, rows=3, top_k=5):
+        """The model's top-k guesses at the target rows of the first eval segment of the first
+        `rows` rows (stream starts: zero memory), as numpy arrays: input_ids [r, L], positions
+        [r, K] (-1 for a padding row), truth [r, K], top_ids [r, K, k], top_probs [r, K, k]."""
+        element = next(iter(self.pipeline.worker_dataset(0, 1, 0, 1)))  # replica 0's rows
+        batch = {name: value[0] for name, value in element.items()}
+        inputs = {name: batch[name] for name in MODEL_INPUTS}
+        if self.uses_memory:
+            inputs["mems"] = tf.zeros(self.memory_shape)
+        # The whole local batch goes through (bi_data pairs rows); the first `rows` are shown.
+        logits = self.model(inputs, training=False)["logits"][:rows]  # [r, K, V]
+        batch = {name: value[:rows] for name, value in batch.items()}
+        top_probs, top_ids = tf.math.top_k(tf.nn.softmax(logits), k=top_k)  # [r, K, k]
+        real = batch["target_weights"] > 0  # [r, K]
+        positions = tf.where(real, tf.argmax(batch["target_mapping"], axis=-1,
+                                             output_type=tf.int32), -1)
+        return {"input_ids": batch["input_ids"].numpy(), "positions": positions.numpy(),
+                "truth": batch["targets"].numpy(), "top_ids": top_ids.numpy(),
+                "top_probs": top_probs.numpy()}
+
     def evaluate(self):
         """Scores `steps` segments per row; returns metrics_from_sums' dict."""
         def dataset_fn(context):
@@ -113,3 +138,35 @@ class Evaluator:
             memory, sums = self._step(batch, memory)
             totals = [total + float(value) for total, value in zip(totals, sums)]
         return metrics_from_sums(dict(zip(SUMS, totals)), self.segments)
+
+
+def token_namer(tokenizer_path):
+    """id -> piece through the dataset's tokenizer, or the id itself when it cannot be read."""
+    try:
+        return Tokenizer.load(tokenizer_path).id_to_piece
+    except UserError as e:
+        logger.info("eval samples show token ids: %s", e)
+        return str
+
+
+def samples_markdown(predictions, name_token):
+    """Predictions (Evaluator.predictions) as Markdown: each row's text with the targets in
+    brackets, then a table of truth against the top guesses. `name_token(id)` names a token."""
+    def piece(token):
+        return name_token(token).replace("|", "\\|")
+
+    blocks = []
+    for row, input_ids in enumerate(predictions["input_ids"]):
+        targets = {int(p): k for k, p in enumerate(predictions["positions"][row]) if p >= 0}
+        text = " ".join(f"**[{piece(int(t))}]**" if i in targets else piece(int(t))
+                        for i, t in enumerate(input_ids))
+        lines = [f"row {row}: {text}", "", "| position | truth | guesses (probability) |",
+                 "|---|---|---|"]
+        for position, k in sorted(targets.items()):
+            guesses = ", ".join(
+                f"{piece(int(i))} ({p:.2f})"
+                for i, p in zip(predictions["top_ids"][row, k], predictions["top_probs"][row, k]))
+            lines.append(f"| {position} | {piece(int(predictions['truth'][row, k]))} | "
+                         f"{guesses} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

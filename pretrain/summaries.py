@@ -8,7 +8,9 @@ import resource
 
 import tensorflow as tf
 
-from xlnet.formats.model_dir import LM_METRICS, eval_scalar_tag, lm_tag, train_scalar_tag
+from xlnet.formats.model_dir import (EVAL_LOG_DIR, EVAL_NO_MEMORY_LOG_DIR, LM_METRICS,
+                                     TRAIN_LOG_DIR, data_scalar_tag, eval_scalar_tag, lm_tag,
+                                     train_scalar_tag)
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +140,62 @@ class EvalReporter:
                 tf.summary.scalar(lm_tag(name), metrics[f"{name}_no_memory"], step=step)
         self.writer.flush()
         self.no_memory_writer.flush()
+
+    def write_text(self, tag, text, step):
+        if self.enabled:
+            with self.writer.as_default():
+                tf.summary.text(tag, text, step=step)
+            self.writer.flush()
+
+
+def write_hparams(log_dir, run_config, trial_id):
+    """The HParams dashboard's session of this run: every config value against the final
+    train and eval metrics (read from the train, eval and eval_no_memory runs below
+    `log_dir`, the model directory), so runs under one --logdir compare."""
+    from tensorboard.plugins.hparams import api as hp
+
+    values = {f"{section}.{key}": value for section, fields in run_config.to_dict().items()
+              for key, value in fields.items()}
+    metrics = [hp.Metric(lm_tag("loss"), group=TRAIN_LOG_DIR, display_name="train loss"),
+               hp.Metric(lm_tag("loss"), group=EVAL_LOG_DIR, display_name="eval loss"),
+               hp.Metric(lm_tag("loss"), group=EVAL_NO_MEMORY_LOG_DIR,
+                         display_name="eval loss without memory"),
+               hp.Metric(lm_tag("accuracy"), group=EVAL_LOG_DIR, display_name="eval accuracy"),
+               hp.Metric(eval_scalar_tag("memory_gain"), group=EVAL_LOG_DIR,
+                         display_name="memory gain (nats)")]
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
+        hp.hparams(values, trial_id=trial_id)
+    writer.flush()
+
+
+def _write_histogram(tag, edges_and_counts, step, description):
+    """A histogram from counts already binned: [(left, right, count), ...]."""
+    from tensorboard.plugins.histogram import metadata
+
+    tf.summary.write(tag, tf.constant(edges_and_counts, tf.float64), step=step,
+                     metadata=metadata.create_summary_metadata(tag, description))
+
+
+def write_dataset_summaries(writer, stats, step=0):
+    """What the run reads, from the dataset's stats.json: span-length and document-length
+    histograms, the masked fraction and the A/B label balance of the first pass."""
+    if not stats or not stats.get("passes"):
+        return
+    first = stats["passes"][0]
+    with writer.as_default():
+        spans = sorted((int(k), v) for k, v in first.get("span_lengths", {}).items())
+        if spans:
+            _write_histogram(data_scalar_tag("span_lengths"),
+                             [(k - 0.5, k + 0.5, v) for k, v in spans], step,
+                             "masked spans by length in tokens (or words), first pass")
+        documents = sorted((int(k), v) for k, v in stats.get("document_tokens_log2", {}).items())
+        if documents:
+            _write_histogram(data_scalar_tag("document_tokens_log2"),
+                             [(k, k + 1, v) for k, v in documents], step,
+                             "documents by log2 of their length in tokens")
+        tf.summary.scalar(data_scalar_tag("masked_fraction"), first["masked_fraction"], step)
+        tf.summary.scalar(data_scalar_tag("label_true_b_fraction"),
+                          first["label_true_b_fraction"], step)
+    writer.flush()

@@ -21,19 +21,21 @@ import tensorflow as tf
 from pretrain.checkpointing import (CheckpointStore, check_model_dir, save_run_config,
                                     warn_if_other_dataset)
 from pretrain.distribution import is_chief, worker_index
-from pretrain.evaluator import Evaluator
+from pretrain.evaluator import Evaluator, samples_markdown, token_namer
 from pretrain.flops import train_flops_per_token
 from pretrain.init_checkpoint import read_init_checkpoint
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
 from pretrain.optimizer import AdamWeightDecay
-from pretrain.summaries import EvalReporter, StepReporter, detect_peak_tflops
+from pretrain.summaries import (EvalReporter, StepReporter, detect_peak_tflops,
+                                write_dataset_summaries, write_hparams)
 from xlnet.errors import UserError
-from xlnet.model.lm_loss import per_example_lm_loss
 from xlnet.formats.model_dir import ModelDirectory, training_checkpoint
 from xlnet.formats.original_checkpoint import assign_to_model
+from xlnet.model.lm_loss import per_example_lm_loss
 from xlnet.model.xlnet_lm import XLNetLM
+from xlnet.schema import read_stats
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Trainer:
         start a new run; ignored when `model_dir` already has checkpoints to resume."""
         self.config = run_config
         self.model_dir = model_dir
+        self.data_dir = data_dir
         self.directory = ModelDirectory(model_dir)
         self.init_checkpoint = init_checkpoint
         self.initialized_from = None
@@ -99,6 +102,7 @@ class Trainer:
                     "data.eval_fraction > 0 or --eval-input GLOB, or set train.eval_every: 0")
             self.evaluator = Evaluator(strategy, self.model, info, data_dir, run_config,
                                        segments=train.eval_segments)
+            self._token_name = token_namer(info.tokenizer.get("path", ""))
         self._forward_backward = (tf.function(self._gradients, jit_compile=True)
                                   if train.jit_compile else self._gradients)
         self._stop_requested = False
@@ -216,6 +220,9 @@ class Trainer:
         self._eval_reporter.log(step, metrics)
         if self.chief:
             self.directory.write_eval({"step": step, "split": "eval", **metrics})
+            self._eval_reporter.write_text(
+                "eval/samples", samples_markdown(self.evaluator.predictions(), self._token_name),
+                step)
         if reporter is not None:
             reporter.exclude(time.perf_counter() - started)
         return metrics
@@ -263,8 +270,11 @@ class Trainer:
         reporter = self._reporter()
         self._eval_reporter = self.evaluator and EvalReporter(
             self.directory.eval_log_dir, self.directory.eval_no_memory_log_dir, self.chief)
-        if start == 0:
+        if start == 0 and self.chief:
             reporter.write_text("config", f"```\n{self.config.to_yaml()}```", 0)
+            write_dataset_summaries(reporter.writer, read_stats(self.data_dir))
+            write_hparams(self.model_dir, self.config,
+                          trial_id=self.model_dir.rstrip("/").rsplit("/", 1)[-1])
         iterator = iter(self._distributed_dataset(train.steps - start))
         previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
         try:

@@ -146,6 +146,9 @@ def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared)
     assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1}
     # 3 files of 40, the bad lines' one, and those split by Unicode or control whitespace
     assert stats["documents"] == 3 * 40 + 1 + UNICODE_BLANK_DOCUMENTS
+    lengths = _document_lengths(workspace, data)
+    assert stats["document_tokens_log2"] == {
+        str(k): n for k, n in enumerate(np.bincount(np.log2(lengths).astype(int)).tolist()) if n}
     assert stats["passes"][0]["masked_fraction"] == data.num_predict / data.seq_len
     assert 0 < stats["passes"][0]["label_true_b_fraction"] < 1
 
@@ -165,6 +168,14 @@ def test_an_eval_split_holds_out_documents_in_streams_of_its_own(workspace, prep
     assert stats["documents"] + stats["eval"]["documents"] == without_eval["documents"]
     assert stats["tokens_in"] + stats["eval"]["tokens_in"] == without_eval["tokens_in"]
     assert 0.1 < stats["eval"]["documents"] / without_eval["documents"] < 0.4
+
+
+def _document_lengths(workspace, data):
+    tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
+    documents = [tokenize_document(tokenizer, d, data.use_eod)
+                 for pieces in plan_ranges(match_input_files(workspace["input"]))
+                 for piece in pieces for d in read_documents(piece)]
+    return np.array([d.ids.size for d in documents if d is not None])
 
 
 def _check_split(workspace, output, data, passes, stats, split):

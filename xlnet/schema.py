@@ -51,6 +51,17 @@ def stream_file(pass_index, stream, split=TRAIN):
     return path if split == TRAIN else f"{EVAL_DIR}/{path}"
 
 
+def read_stats(directory):
+    """stats.json of a dataset directory (informational: {} when it cannot be read)."""
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(_join(directory, STATS_FILE), "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except Exception:  # noqa: BLE001 - any gfile backend error or bad JSON
+        return {}
+
+
 @dataclasses.dataclass
 class DatasetInfo:
     """Content of dataset_info.json.

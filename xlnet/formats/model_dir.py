@@ -51,6 +51,11 @@ def eval_scalar_tag(name):
     return f"eval/{name}"
 
 
+def data_scalar_tag(name):
+    """Tag of what the dataset holds (stats.json), written once at a run's start."""
+    return f"data/{name}"
+
+
 def join(directory, *names):
     return "/".join([directory.rstrip("/"), *names])
 
