@@ -11,6 +11,7 @@ difference of two numbers read from the same targets.
 import logging
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from pretrain.input_pipeline import InputPipeline, StreamPlan
@@ -138,6 +139,34 @@ class Evaluator:
             memory, sums = self._step(batch, memory)
             totals = [total + float(value) for total, value in zip(totals, sums)]
         return metrics_from_sums(dict(zip(SUMS, totals)), self.segments)
+
+
+def _target_counts(plan, pipeline, steps, vocab_size):
+    counts = np.zeros(vocab_size, np.float64)
+    for element in pipeline.worker_dataset(0, 1, 0, steps):
+        weights = element["target_weights"].numpy().ravel() > 0
+        np.add.at(counts, element["targets"].numpy().ravel()[weights], 1.0)
+    return counts
+
+
+def unigram_baseline(info, data_dir, run_config, segments=None):
+    """The eval targets' cross-entropy (nats) under the train targets' token frequencies
+    (add-one smoothed): what a model that ignores all context scores on the same targets.
+    The train split's first epoch is counted; `segments` per row bound the eval side as in
+    Evaluator."""
+    train, vocab_size = run_config.train, run_config.model.n_token
+    plans = {split: StreamPlan(info, data_dir, train.global_batch_size, 1, train.seed,
+                               split=split) for split in (schema.TRAIN, schema.EVAL)}
+    pipelines = {split: InputPipeline(plan, run_config.data, train.seed)
+                 for split, plan in plans.items()}
+    train_counts = _target_counts(plans[schema.TRAIN], pipelines[schema.TRAIN],
+                                  plans[schema.TRAIN].epoch_length(0), vocab_size)
+    eval_steps = plans[schema.EVAL].epoch_length(0)
+    eval_counts = _target_counts(plans[schema.EVAL], pipelines[schema.EVAL],
+                                 min(segments, eval_steps) if segments else eval_steps,
+                                 vocab_size)
+    log_p = np.log((train_counts + 1.0) / (train_counts.sum() + vocab_size))
+    return float(-(eval_counts * log_p).sum() / max(eval_counts.sum(), 1.0))
 
 
 def token_namer(tokenizer_path):

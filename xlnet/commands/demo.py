@@ -2,13 +2,16 @@
 tokenizer -> Beam job (2 local workers) -> pretraining with memory -> TensorBoard -> export.
 Each stage is called as its command would call it, and logged as that command."""
 
+import json
 import logging
+import math
 import os
 import shutil
 import time
 
 from xlnet.commands import arguments
 from xlnet.errors import UserError
+from xlnet.formats.model_dir import EVAL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +20,8 @@ HELP = "the whole job end to end on an embedded corpus"
 PASSES_UNKNOWN_OPTIONS = False
 MARKER = ".xlnet-demo"
 EXPORT_FORMATS = ("original-tf", "hf")
+EVAL_FRACTION = 0.05  # of the docstrings, held out to show what was learned
+SAMPLE_ROWS = 2
 
 
 def configure_parser(parser):
@@ -95,10 +100,13 @@ def demo(workdir="xlnet-demo", config="tiny", steps=300, max_documents=0, worker
         "prepare": run_stage(prepare, [
             "--input", corpus_glob, "--tokenizer",
             os.path.join(paths["tokenizer"], TOKENIZER_FILE), "--output", paths["data"],
-            "--config", config, f"--direct_num_workers={workers}"]),
+            "--config", config, f"--set=data.eval_fraction={EVAL_FRACTION}",
+            f"--direct_num_workers={workers}"]),
         "pretrain": run_stage(pretrain, [
             "--config", config, "--data", paths["data"], "--model-dir", paths["model"],
-            "--steps", str(steps), "--log-every", str(log_every)]),
+            "--steps", str(steps), "--log-every", str(log_every),
+            f"--set=data.eval_fraction={EVAL_FRACTION}",
+            f"--set=train.eval_every={max(1, steps // 3)}"]),
     }
     timings["export"] = sum(
         run_stage(export, ["--model-dir", paths["model"], "--format", fmt,
@@ -108,6 +116,7 @@ def demo(workdir="xlnet-demo", config="tiny", steps=300, max_documents=0, worker
     if len(losses) < 2:
         raise UserError(f"{paths['model']}: the trainer logged fewer than two losses")
     (first_step, first_loss), (last_step, last_loss) = losses[0], losses[-1]
+    learned = what_was_learned(paths["data"], paths["model"])
     return [
         f"xlnet demo finished in {time.time() - started:.0f} s "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})",
@@ -119,7 +128,57 @@ def demo(workdir="xlnet-demo", config="tiny", steps=300, max_documents=0, worker
         f"  first loss {first_loss:.4f} (step {first_step})",
         f"  last loss  {last_loss:.4f} (step {last_step})",
         f"  TensorBoard: tensorboard --logdir {paths['model']} --host 127.0.0.1 --port 6006",
+        *learned,
     ]
+
+
+def what_was_learned(data_dir, model_dir):
+    """The held-out docstrings scored with and without memory beside a unigram model of the
+    same corpus, and a few of them with the model's guesses at their masked tokens."""
+    import tensorflow as tf
+
+    from pretrain.evaluator import Evaluator, token_namer, unigram_baseline
+    from pretrain.input_pipeline import load_dataset_info
+    from xlnet.formats.model_dir import ModelDirectory, restore_model_weights
+    from xlnet.model.xlnet_lm import XLNetLM
+
+    directory = ModelDirectory(model_dir)
+    run_config = directory.run_config()
+    info = load_dataset_info(data_dir, run_config)
+    with open(directory.join(EVAL_FILE)) as f:
+        results = json.load(f)
+    model = XLNetLM(run_config.model)
+    restore_model_weights(model, directory.latest_checkpoint())
+    evaluator = Evaluator(tf.distribute.get_strategy(), model, info, data_dir, run_config,
+                          segments=run_config.train.eval_segments)
+    unigram = unigram_baseline(info, data_dir, run_config, run_config.train.eval_segments)
+    guessed = guessed_text(evaluator.predictions(rows=SAMPLE_ROWS),
+                           token_namer(info.tokenizer["path"]))
+    return [
+        f"  held-out docstrings ({results['segments']} segments, {results['targets']} masked "
+        f"tokens, step {results['step']}):",
+        f"    perplexity with memory {results['perplexity']:.1f}, without memory "
+        f"{results['perplexity_no_memory']:.1f}, unigram model of the corpus "
+        f"{math.exp(unigram):.1f}",
+        "  the model's guesses at masked tokens of held-out docstrings ([truth|guess]):",
+        *[f"    {line}" for line in guessed],
+    ]
+
+
+def guessed_text(predictions, name_token):
+    """Each row's pieces joined into text, a target shown as [truth|top guess]."""
+    lines = []
+    for row, input_ids in enumerate(predictions["input_ids"]):
+        targets = {int(p): k for k, p in enumerate(predictions["positions"][row]) if p >= 0}
+        pieces = []
+        for position, token in enumerate(input_ids.tolist()):
+            piece = name_token(token)
+            if position in targets:
+                guess = name_token(int(predictions["top_ids"][row, targets[position], 0]))
+                piece = f"[{piece}|{guess}]"
+            pieces.append(piece)
+        lines.append("".join(pieces).replace("\u2581", " ").strip())
+    return lines
 
 
 def call(args, extra_argv):
