@@ -62,6 +62,7 @@ class Evaluator:
         self.memory_shape = [self.plan.local_batch_size, model_config.n_layer,
                              model_config.mem_len, model_config.d_model]
         self.uses_memory = model_config.mem_len > 0
+        self._distributed = None
 
     @property
     def segments(self):
@@ -125,14 +126,22 @@ class Evaluator:
                 "truth": batch["targets"].numpy(), "top_ids": top_ids.numpy(),
                 "top_probs": top_probs.numpy()}
 
+    def _dataset(self):
+        """The eval segments as a distributed dataset, built once: every evaluation iterates
+        it anew from its start."""
+        if self._distributed is None:
+            def dataset_fn(context):
+                replicas_per_worker = (context.num_replicas_in_sync
+                                       // context.num_input_pipelines)
+                return self.pipeline.worker_dataset(context.input_pipeline_id,
+                                                    replicas_per_worker, 0, self.steps)
+
+            self._distributed = self.strategy.distribute_datasets_from_function(dataset_fn)
+        return self._distributed
+
     def evaluate(self):
         """Scores `steps` segments per row; returns metrics_from_sums' dict."""
-        def dataset_fn(context):
-            replicas_per_worker = context.num_replicas_in_sync // context.num_input_pipelines
-            return self.pipeline.worker_dataset(context.input_pipeline_id, replicas_per_worker,
-                                                0, self.steps)
-
-        dataset = self.strategy.distribute_datasets_from_function(dataset_fn)
+        dataset = self._dataset()
         memory = self._fresh_memory()
         totals = [0.0] * len(SUMS)
         for batch in dataset:
