@@ -170,6 +170,28 @@ def test_an_eval_split_holds_out_documents_in_streams_of_its_own(workspace, prep
     assert 0.1 < stats["eval"]["documents"] / without_eval["documents"] < 0.4
 
 
+def test_a_separate_eval_corpus_leaves_the_train_streams_as_they_were(workspace, prepared):
+    heldout = workspace["root"] / "heldout"
+    write_corpus(str(heldout), seed=9, files=1, documents_per_file=40)
+    output = workspace["root"] / "eval-input"
+    stats = run(_argv(workspace, output, "--eval-input", str(heldout / "*.txt"),
+                      "--set", "data.eval_num_streams=2", "--direct_num_workers=1"))
+    info = DatasetInfo.read(str(output))
+    assert info.eval_source_files == [str(heldout / "part-00.txt")]
+    assert stats["eval"]["documents"] == 40 and info.eval_num_examples > 0
+    without, files = prepared[0], _files(output)
+    train_files = {name: data for name, data in _files(without).items()
+                   if name.startswith("pass-")}
+    assert all(files[name] == data for name, data in train_files.items())
+    assert any(name.startswith("eval/pass-000/") for name in files)
+
+
+def test_eval_input_and_eval_fraction_together_are_one_line(workspace, tmp_path, capsys):
+    message = _cli_error(_argv(workspace, tmp_path / "out", "--eval-input", workspace["input"],
+                               "--set", "data.eval_fraction=0.1"), capsys)
+    assert "--eval-input" in message and not (tmp_path / "out").exists()
+
+
 def _document_lengths(workspace, data):
     tokenizer = Tokenizer.load(workspace["tokenizer"], uncased=data.uncased)
     documents = [tokenize_document(tokenizer, d, data.use_eod)
