@@ -9,6 +9,7 @@ Beam is imported only when the job runs: importing it installs a root logging ha
 would make the command line's logging set-up a no-op.
 """
 
+import importlib
 import json
 import logging
 import os
@@ -35,8 +36,50 @@ def _option_given(beam_argv, name):
     return any(arg == name or arg.startswith(name + "=") for arg in beam_argv)
 
 
+# Beam resolves short names only for its built-in runners; the DaskRunner ships with Beam but
+# is reachable only by its module path, and its module does not import without dask.distributed.
+# short name -> (class path, this package's extra that installs what it needs, that module)
+_EXTRA_RUNNERS = {"DaskRunner": ("apache_beam.runners.dask.dask_runner.DaskRunner", "dask",
+                                 "dask.distributed")}
+
+
+def _known_runners():
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    known = {path.rsplit(".", 1)[-1]: (path, None, None)
+             for path in StandardOptions.ALL_KNOWN_RUNNERS}
+    known.update(_EXTRA_RUNNERS)
+    return known
+
+
+def resolve_runner(name):
+    """What to give Beam as --runner: Beam's own short names as given (Beam reads them in any
+    case, "Runner" optional), the class path for the other runners Beam ships, a class path
+    once it imports. UserError for a name no runner has or a runner that does not import."""
+    known = _known_runners()
+    choices = f"give one of {', '.join(sorted(known))} or a runner's full class path"
+    by_lower = {short.lower(): entry for short, entry in known.items()}
+    path, extra, needs = by_lower.get(name.lower(),
+                                      by_lower.get(name.lower() + "runner", (name, None, None)))
+    if "." not in path:
+        raise UserError(f"--runner={name} is not a Beam runner: {choices}")
+    module, _, class_name = path.rpartition(".")
+    try:
+        if needs:
+            importlib.import_module(needs)
+        runner_class = getattr(importlib.import_module(module), class_name, None)
+    except ImportError as e:
+        if extra:
+            raise UserError(f"--runner={name} needs {needs}: pip install "
+                            f"'xlnet-pipeline[{extra}]'") from None
+        raise UserError(f"--runner={name} does not import ({e}): {choices}") from None
+    if runner_class is None:
+        raise UserError(f"--runner={name}: {module} has no {class_name}: {choices}")
+    return path if extra or "." in name else name
+
+
 def beam_options(beam_argv):
-    """PipelineOptions from Beam's arguments.
+    """PipelineOptions from Beam's arguments, --runner checked by resolve_runner.
 
     Without --runner: the local FnApiRunner (what the DirectRunner runs when it cannot fetch
     Prism, without the download attempt), one worker process per core. Without
@@ -52,8 +95,8 @@ def beam_options(beam_argv):
     if not _option_given(beam_argv, "--default_sdk_harness_log_level") and level > logging.INFO:
         beam_argv.append(f"--default_sdk_harness_log_level={logging.getLevelName(level)}")
     options = PipelineOptions(beam_argv)
-    if options.view_as(StandardOptions).runner is None:
-        options.view_as(StandardOptions).runner = "FnApiRunner"
+    standard = options.view_as(StandardOptions)
+    standard.runner = resolve_runner(standard.runner or "FnApiRunner")
     direct = options.view_as(DirectOptions)
     if not _option_given(beam_argv, "--direct_num_workers"):
         direct.direct_num_workers = os.cpu_count() or 1
@@ -131,10 +174,14 @@ def _log_summary(result, stats, seconds, output_dir):
 
     from preprocessing.transforms import COUNTER_NAMESPACE
 
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace(COUNTER_NAMESPACE))["counters"]}
+    try:
+        counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+            MetricsFilter().with_namespace(COUNTER_NAMESPACE))["counters"]}
+        logger.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    except NotImplementedError:  # e.g. the DaskRunner collects no metrics
+        logger.info("counters: not reported by %s; the summary is from %s",
+                    type(result).__name__, STATS_FILE)
     tokens = stats["tokens_in"]
-    logger.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
     logger.info("prepared %s in %.1f s: %d documents, %d tokens (%.0f tokens/s), %d examples "
                 "per pass, %d tokens dropped at stream ends, %d lines skipped (%s)",
                 output_dir, seconds, stats["documents"], tokens, tokens / max(seconds, 1e-9),
@@ -158,6 +205,7 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
     """
     from apache_beam.io.filesystems import FileSystems
 
+    options = beam_options(beam_argv)
     run_config = load_run_config(config, overrides)
     data_config = run_config.data
     tokenizer_path = _local_to_absolute(tokenizer)
@@ -177,7 +225,6 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
                                   "tokenizer_sha256": tokenizer.sha256,
                                   "source_files": source_files,
                                   "eval_source_files": eval_source_files})
-    options = beam_options(beam_argv)
     corpus_bytes = sum(size for _, size in files)
     block_tokens = block_tokens_for(corpus_bytes, data_config.num_streams, data_config.seq_len)
     logger.info("preparing %d files (%d bytes) into %s with %d streams (blocks of ~%d tokens), "

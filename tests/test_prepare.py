@@ -1,7 +1,9 @@
 """The Beam job end to end on tiny real inputs (a real SentencePiece model, real Beam)."""
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from xlnet.errors import UserError
 from xlnet.schema import COMPLETED_FILE, EVAL, SEP_ID, TRAIN, DatasetInfo
 from xlnet.tokenizer import Tokenizer
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ["--set", "model.n_token=300", "--set", "data.num_streams=4",
             "--set", "data.num_passes=2"]
 
@@ -104,6 +107,84 @@ def test_another_runner_writes_identical_bytes(workspace, prepared):
     first, second = _files(output), _files(other)
     assert sorted(first) == sorted(second)
     assert all(first[name] == second[name] for name in first)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(argv, log_path):
+    """A process in its own session (so killpg reaches its children), output to a log."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real dask.distributed scheduler and two single-threaded worker processes on loopback;
+    yields the scheduler's address."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    processes = [
+        _start([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+               tmp_path / "scheduler.log"),
+        _start([sys.executable, "-m", "dask", "worker", address, "--nworkers", "2",
+                "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+               tmp_path / "workers.log")]
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+def test_dask_cluster_writes_identical_bytes(workspace, prepared, dask_cluster, tmp_path):
+    """Beam's DaskRunner by its short name on a real cluster; it reports no metrics, so the
+    summary comes from stats.json."""
+    output, stats = prepared
+    other = tmp_path / "dask"
+    job = subprocess.run(
+        [sys.executable, "-m", "xlnet", "prepare", *_argv(workspace, other),
+         "--runner=DaskRunner", f"--dask_client_address={dask_cluster}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "counters: not reported" in job.stderr
+    assert f"{stats['documents']} documents, {stats['tokens_in']} tokens" in job.stderr
+    first, second = _files(output), _files(other)
+    assert sorted(first) == sorted(second)
+    assert all(first[name] == second[name] for name in first)
+
+
+def test_unknown_runner_is_a_user_error_naming_the_known_ones(workspace, tmp_path, capsys):
+    message = _cli_error(_argv(workspace, tmp_path / "out", "--runner=FastRunner"), capsys)
+    assert "--runner=FastRunner is not a Beam runner" in message
+    assert "DaskRunner" in message and "FlinkRunner" in message
+
+
+def test_runner_without_its_extra_names_the_extra():
+    """dask.distributed made unimportable in a fresh interpreter, as where it is not installed."""
+    job = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['dask.distributed'] = None; "
+         "from xlnet.commands.main import main; "
+         "sys.exit(main(['prepare', '--input', 'x', '--tokenizer', 'y', '--output', 'z', "
+         "'--config', 'tiny', '--runner=dask']))"],
+        cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert job.returncode == 2
+    assert job.stderr.strip().splitlines()[-1] == (
+        "error: --runner=dask needs dask.distributed: pip install 'xlnet-pipeline[dask]'")
 
 
 def _expected_streams(workspace, data, split=TRAIN):
