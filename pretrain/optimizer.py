@@ -1,6 +1,7 @@
 """AdamW as the original trains XLNet (original-xlnet.md §8.2): decoupled weight decay with the
 original's exclusions, epsilon from the config, bias correction optional (off = AdamWeightDecay,
-Q18)."""
+Q18). LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning") for very large
+batches: the same Adam moments and decay, each variable's step scaled by its trust ratio."""
 
 import re
 
@@ -68,3 +69,64 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
                        "bias_correction": self.bias_correction})
         return config
+
+
+@keras.saving.register_keras_serializable(package="xlnet")
+class Lamb(AdamWeightDecay):
+    """LAMB: `θ ← θ − lr·r·u` with `u = m̂ / (√v̂ + ε) + wd·θ` and the layer-wise trust ratio
+    `r = ‖θ‖ / ‖u‖` per variable (1 when either norm is 0).
+
+    With `bias_correction` m̂, v̂ are the bias-corrected moments (the paper's form, epsilon added
+    to the corrected root); without it the raw moments. The variables excluded from weight decay
+    (LayerNorm, biases; `exclude_by_original_names`) also keep `r = 1`, as in TF-Addons' and
+    Model Garden's LAMB: a bias starts at zero, where a trust ratio would freeze it.
+    """
+
+    def __init__(self, learning_rate, weight_decay=0.0, epsilon=1e-6, bias_correction=True,
+                 beta_1=0.9, beta_2=0.999, name="lamb", **kwargs):
+        # The decay belongs inside the update, before the trust ratio: keep it from the base
+        # class, which would apply it to the variable separately.
+        super().__init__(learning_rate, weight_decay=0.0, epsilon=epsilon,
+                         bias_correction=bias_correction, beta_1=beta_1, beta_2=beta_2,
+                         name=name, **kwargs)
+        self.lamb_weight_decay = weight_decay
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m_hat, v_hat = m, v
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, variable.dtype)
+            m_hat = m / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
+            v_hat = v / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        update = m_hat / (ops.sqrt(v_hat) + self.epsilon)
+        if self._use_weight_decay(variable):
+            if self.lamb_weight_decay:
+                update = update + ops.cast(self.lamb_weight_decay, variable.dtype) * variable
+            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            u_norm = ops.sqrt(ops.sum(ops.square(update)))
+            both = ops.logical_and(w_norm > 0, u_norm > 0)
+            update = update * ops.where(both, w_norm / ops.where(both, u_norm, 1.0), 1.0)
+        self.assign_sub(variable, ops.multiply(update, lr))
+
+    def get_config(self):
+        config = super().get_config()
+        config["weight_decay"] = self.lamb_weight_decay
+        return config
+
+
+OPTIMIZERS = {"adamw": AdamWeightDecay, "lamb": Lamb}
+
+
+def build_optimizer(train_config, learning_rate, original_variables):
+    """`train.optimizer` from the run's train section, its decay exclusions set; build it with
+    the model's variables (under the strategy's scope)."""
+    optimizer = OPTIMIZERS[train_config.optimizer](
+        learning_rate, weight_decay=train_config.weight_decay, epsilon=train_config.adam_epsilon,
+        bias_correction=train_config.bias_correction)
+    optimizer.exclude_by_original_names(original_variables)
+    return optimizer

@@ -27,7 +27,7 @@ from pretrain.init_checkpoint import read_init_checkpoint
 from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
-from pretrain.optimizer import AdamWeightDecay
+from pretrain.optimizer import build_optimizer
 from pretrain.summaries import (EvalReporter, StepReporter, detect_peak_tflops,
                                 write_dataset_summaries, write_hparams)
 from xlnet.errors import UserError
@@ -78,10 +78,8 @@ class Trainer:
         keras.utils.set_random_seed(train.seed)
         with strategy.scope():
             self.model = XLNetLM(run_config.model, dtype=train.precision)
-            self.optimizer = AdamWeightDecay(
-                self.schedule, weight_decay=train.weight_decay, epsilon=train.adam_epsilon,
-                bias_correction=train.bias_correction)
-            self.optimizer.exclude_by_original_names(self.model.original_variables())
+            self.optimizer = build_optimizer(train, self.schedule,
+                                             self.model.original_variables())
             self.optimizer.build(self.model.trainable_variables)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False,

@@ -16,8 +16,10 @@ class TrainConfig:
     warmup_steps: int = option(40000, "linear warmup steps")
     decay: Literal["linear", "cos"] = option("linear", "decay after warmup")
     min_lr_ratio: float = option(0.001, "final learning rate / peak")
+    optimizer: Literal["adamw", "lamb"] = option(
+        "adamw", "adamw as the original; lamb: layer-wise trust ratio, for very large batches")
     weight_decay: float = option(0.01, "decoupled weight decay (not on LayerNorm or biases)")
-    adam_epsilon: float = option(1e-6, "Adam epsilon")
+    adam_epsilon: float = option(1e-6, "Adam epsilon (also LAMB's)")
     bias_correction: bool = option(True, "false = the original AdamWeightDecay (Q18)")
     clip_norm: float = option(1.0, "global gradient-norm clip, after the cross-replica sum")
     grad_accum_steps: int = option(1, "micro-steps summed per optimizer step")
