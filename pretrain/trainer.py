@@ -77,7 +77,7 @@ class Trainer:
         self.schedule = WarmupDecaySchedule.from_train_config(train)
         keras.utils.set_random_seed(train.seed)
         with strategy.scope():
-            self.model = XLNetLM(run_config.model, dtype=train.precision)
+            self.model = XLNetLM(run_config.model, remat=train.remat, dtype=train.precision)
             self.optimizer = build_optimizer(train, self.schedule,
                                              self.model.original_variables())
             self.optimizer.build(self.model.trainable_variables)

@@ -26,6 +26,8 @@ class TrainConfig:
     precision: Literal["float32", "mixed_bfloat16"] = option(
         "float32", "mixed_bfloat16: bf16 compute, fp32 variables")
     jit_compile: bool = option(False, "XLA-compile forward and backward")
+    remat: Literal["none", "layer"] = option(
+        "none", "layer: recompute each layer's activations in the backward pass (less memory)")
     strategy: Literal["default", "mirrored", "multi_worker", "tpu"] = option(
         "default", "tf.distribute strategy")
     resample_perm: bool = option(

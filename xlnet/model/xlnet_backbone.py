@@ -11,14 +11,20 @@ from xlnet.model.positional_encoding import relative_positional_encoding, relati
 from xlnet.model.relative_attention import RelativeAttention
 
 LAYER_NORM_EPSILON = 1e-12
+REMAT_CHOICES = ("none", "layer")
 
 
 class XLNetBackbone(keras.layers.Layer):
     """Variables in the original checkpoint's shapes; `original_variables()` names them."""
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, remat="none", **kwargs):
+        """`remat="layer"`: when training, keep only each layer's inputs for the backward pass
+        and recompute the layer's activations there (tf.recompute_grad)."""
         super().__init__(**kwargs)
+        if remat not in REMAT_CHOICES:
+            raise ValueError(f"remat: one of {', '.join(REMAT_CHOICES)}, got {remat!r}")
         self.config = config
+        self.remat = remat
         c = config
         normal = keras.initializers.RandomNormal(stddev=0.02)
         self.word_embedding = self.add_weight(shape=(c.n_token, c.d_model), initializer=normal,
@@ -122,22 +128,39 @@ class XLNetBackbone(keras.layers.Layer):
             memory = None if mems is None else mems[:, i]  # [B, M, d]
             if c.mem_len > 0:
                 new_mems.append(self._cache(memory, content))
-            content_out, query_out = self.attention_layers[i](
-                content, query, memory=memory, positional_encoding=positional_encoding,
-                content_bias=self._layer_bias(self.content_bias, i),
-                position_bias=self._layer_bias(self.position_bias, i),
-                segment_bias=self._layer_bias(self.segment_bias, i),
-                segment_embedding=self.segment_embedding[i],
-                segment_different=segment_different,
-                query_segment_different=query_segment_different,
-                content_mask=content_mask, query_mask=query_mask,
-                target_positions=target_positions, target_weights=target_weights,
-                training=training, seed=seed)
-            content = self._feed_forward(i, self.attention_norms[i](content_out + content),
-                                         training, seed, site_offset=0)
-            if query is not None:
+
+            def layer(*streams, i=i, memory=memory):
+                """[content [B, L, d], query [B, K, d] when there are targets] -> the same.
+                Only the streams are arguments: tf.recompute_grad differentiates its
+                arguments and the variables read inside, so the per-layer slices of the
+                biases are taken in here; everything else it closes over needs no gradient
+                (memory carries none, masks and encodings come from the inputs)."""
+                content, query = streams if len(streams) == 2 else (streams[0], None)
+                content_out, query_out = self.attention_layers[i](
+                    content, query, memory=memory, positional_encoding=positional_encoding,
+                    content_bias=self._layer_bias(self.content_bias, i),
+                    position_bias=self._layer_bias(self.position_bias, i),
+                    segment_bias=self._layer_bias(self.segment_bias, i),
+                    segment_embedding=self.segment_embedding[i],
+                    segment_different=segment_different,
+                    query_segment_different=query_segment_different,
+                    content_mask=content_mask, query_mask=query_mask,
+                    target_positions=target_positions, target_weights=target_weights,
+                    training=training, seed=seed)
+                content = self._feed_forward(i, self.attention_norms[i](content_out + content),
+                                             training, seed, site_offset=0)
+                if query is None:
+                    return (content,)
                 query = self._feed_forward(i, self.attention_norms[i](query_out + query),
                                            training, seed, site_offset=2)
+                return content, query
+
+            if training and self.remat == "layer":
+                # Dropout masks are functions of (seed, site), so the recomputation drops the
+                # same units as the forward pass.
+                layer = tf.recompute_grad(layer)
+            streams = layer(content) if query is None else layer(content, query)
+            content, query = (streams[0], None) if query is None else streams
 
         if query is not None:
             query = stateless_dropout(query, c.dropout, seed, sites.FINAL_QUERY_STREAM_SITE,

@@ -16,13 +16,16 @@ class XLNetLM(keras.Model):
     [B, L, L] (1 = may not attend), target_mapping [B, K, L], mems [B, N, M, d] and
     memory_length int32 [B]. Returns {"logits": float32 [B, K, V] (with target_mapping),
     "features": [B, L, d], "new_mems": float32 [B, N, M, d] (when mem_len > 0)}.
-    Pass `dtype="mixed_bfloat16"` for bf16 compute with float32 variables.
+    Pass `dtype="mixed_bfloat16"` for bf16 compute with float32 variables, `remat="layer"` to
+    recompute each layer's activations in the backward pass instead of keeping them.
     """
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, remat="none", **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.backbone = XLNetBackbone(config, dtype=self.dtype_policy, name="transformer")
+        self.remat = remat
+        self.backbone = XLNetBackbone(config, remat=remat, dtype=self.dtype_policy,
+                                      name="transformer")
         self.lm_bias = self.add_weight(shape=(config.n_token,), initializer="zeros",
                                        name="lm_loss_bias")
         self.built = True
@@ -56,7 +59,7 @@ class XLNetLM(keras.Model):
         return tf.cast(logits, tf.float32) + tf.cast(self.lm_bias, tf.float32)
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config.get_config()}
+        return {**super().get_config(), "config": self.config.get_config(), "remat": self.remat}
 
     @classmethod
     def from_config(cls, config):
