@@ -11,12 +11,12 @@ import os
 import sys
 
 import xlnet
-from xlnet.commands import (arguments, demo, evaluate, export, prepare, pretrain,
+from xlnet.commands import (arguments, demo, evaluate, export, plan, prepare, pretrain,
                             train_tokenizer)
 from xlnet.errors import UserError
 
 COMMANDS = {command.NAME: command
-            for command in (train_tokenizer, prepare, pretrain, evaluate, export, demo)}
+            for command in (train_tokenizer, prepare, pretrain, plan, evaluate, export, demo)}
 
 
 def build_parser(command=None):
