@@ -79,7 +79,8 @@ class Lamb(AdamWeightDecay):
     With `bias_correction` m̂, v̂ are the bias-corrected moments (the paper's form, epsilon added
     to the corrected root); without it the raw moments. The variables excluded from weight decay
     (LayerNorm, biases; `exclude_by_original_names`) also keep `r = 1`, as in TF-Addons' and
-    Model Garden's LAMB: a bias starts at zero, where a trust ratio would freeze it.
+    Model Garden's LAMB: a bias starts at zero, and a trust ratio would keep its steps
+    as small as the bias is.
     """
 
     def __init__(self, learning_rate, weight_decay=0.0, epsilon=1e-6, bias_correction=True,

@@ -16,6 +16,7 @@ import dataclasses
 import math
 
 from pretrain.flops import train_flops_per_token
+from xlnet.errors import UserError
 
 FLOAT32 = 4
 # The trainer makes four successive lists of full-size gradients (the tape's, the masked mean,
@@ -129,8 +130,6 @@ class Plan:
 def plan(run_config, global_batch_size=None, devices=1, device_memory_gb=None, mfu=0.4,
          peak_tflops=None):
     """The figures `xlnet plan` prints, for a run config and the given scale."""
-    from xlnet.errors import UserError
-
     model, data, train = run_config.model, run_config.data, run_config.train
     global_batch_size = global_batch_size or train.global_batch_size
     if devices <= 0:
