@@ -26,8 +26,9 @@ MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
 SUMS = ("loss", "targets", "correct", "loss_no_memory", "correct_no_memory")
 
 
-def metrics_from_sums(sums, segments):
-    """The reported metrics from summed losses, targets and correct predictions."""
+def metrics_from_sums(sums, segments, memory_share=None):
+    """The reported metrics from summed losses, targets and correct predictions, and each
+    layer's mean attention probability on the memory slots when there is memory."""
     targets = sums["targets"]
     loss = sums["loss"] / max(targets, 1.0)
     loss_no_memory = sums["loss_no_memory"] / max(targets, 1.0)
@@ -41,6 +42,7 @@ def metrics_from_sums(sums, segments):
         "perplexity_no_memory": math.exp(min(loss_no_memory, 700.0)),
         "accuracy_no_memory": sums["correct_no_memory"] / max(targets, 1.0),
         "memory_gain": loss_no_memory - loss,
+        **({"memory_attention_share": memory_share} if memory_share is not None else {}),
     }
 
 
@@ -73,12 +75,14 @@ class Evaluator:
         micro = {name: value[0] for name, value in batch.items()}  # one micro-step per element
         inputs = {name: micro[name] for name in MODEL_INPUTS}
         targets, weights = micro["targets"], micro["target_weights"]  # [b, K] each
-        new_memory = None
+        new_memory = share = None
         if self.uses_memory:
             continuing = tf.cast(micro["index"] > 0, memory.dtype)  # [b]: zero at a stream start
             with_memory = self.model({**inputs, "mems": memory * continuing[:, None, None, None]},
-                                     training=False)
+                                     training=False, memory_share=True)
             new_memory = with_memory["new_mems"]  # [b, N, M, D]
+            share = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                       with_memory["memory_share"])  # [N]
         else:
             with_memory = self.model(inputs, training=False)
         without_memory = self.model(inputs, training=False)
@@ -93,12 +97,14 @@ class Evaluator:
         sums = [tf.reduce_sum(loss), tf.reduce_sum(target_count),
                 correct(with_memory["logits"]), tf.reduce_sum(loss_no_memory),
                 correct(without_memory["logits"])]
-        return new_memory, context.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+        return new_memory, context.all_reduce(tf.distribute.ReduceOp.SUM, sums), share
 
     @tf.function
     def _step(self, batch, memory):
-        new_memory, sums = self.strategy.run(self._replica_step, args=(batch, memory))
-        return new_memory, [self.strategy.experimental_local_results(s)[0] for s in sums]
+        new_memory, sums, share = self.strategy.run(self._replica_step, args=(batch, memory))
+        first = self.strategy.experimental_local_results
+        return (new_memory, [first(s)[0] for s in sums],
+                None if share is None else first(share)[0])
 
     def _fresh_memory(self):
         if not self.uses_memory:
@@ -144,10 +150,15 @@ class Evaluator:
         dataset = self._dataset()
         memory = self._fresh_memory()
         totals = [0.0] * len(SUMS)
+        share = 0.0
         for batch in dataset:
-            memory, sums = self._step(batch, memory)
+            memory, sums, step_share = self._step(batch, memory)
             totals = [total + float(value) for total, value in zip(totals, sums)]
-        return metrics_from_sums(dict(zip(SUMS, totals)), self.segments)
+            if step_share is not None:
+                share = share + step_share.numpy().astype(np.float64)  # [N]
+        return metrics_from_sums(
+            dict(zip(SUMS, totals)), self.segments,
+            (share / self.steps).tolist() if self.uses_memory else None)
 
 
 def _target_counts(plan, pipeline, steps, vocab_size):

@@ -135,6 +135,9 @@ class EvalReporter:
             for name in LM_METRICS:
                 tf.summary.scalar(lm_tag(name), metrics[name], step=step)
             tf.summary.scalar(eval_scalar_tag("memory_gain"), metrics["memory_gain"], step=step)
+            for layer, share in enumerate(metrics.get("memory_attention_share", [])):
+                tf.summary.scalar(eval_scalar_tag(f"memory_attention_share/layer_{layer}"),
+                                  share, step=step)
         with self.no_memory_writer.as_default():
             for name in LM_METRICS:
                 tf.summary.scalar(lm_tag(name), metrics[f"{name}_no_memory"], step=step)

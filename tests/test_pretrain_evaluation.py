@@ -66,6 +66,12 @@ def test_eval_runs_share_the_training_charts_and_eval_json_has_the_last(evaluate
     assert results["loss_no_memory"] == pytest.approx(without_memory[6], rel=1e-6)
     assert results["perplexity"] == pytest.approx(math.exp(results["loss"]))
     assert 0 <= results["accuracy"] <= 1 and 0 <= results["accuracy_no_memory"] <= 1
+    shares = results["memory_attention_share"]  # per layer, mean over the eval
+    assert len(shares) == 2 and all(0 < share < 1 for share in shares)
+    for layer, share in enumerate(shares):
+        logged = _scalars(os.path.join(model_dir, "eval"),
+                          f"eval/memory_attention_share/layer_{layer}")
+        assert sorted(logged) == [4, 6] and logged[6] == pytest.approx(share, rel=1e-5)
 
 
 def test_without_memory_both_scores_are_the_same(dataset, tmp_path):
@@ -76,6 +82,7 @@ def test_without_memory_both_scores_are_the_same(dataset, tmp_path):
         results = json.load(f)
     assert results["loss"] == results["loss_no_memory"]
     assert results["accuracy"] == results["accuracy_no_memory"]
+    assert "memory_attention_share" not in results
 
 
 def test_eval_every_without_an_eval_split_is_one_line_and_writes_nothing(tmp_path, capsys):

@@ -235,3 +235,19 @@ def test_config_round_trip():
     rebuilt = XLNetLM.from_config(model.get_config())
     assert rebuilt.config == config
     assert sized(rebuilt.trainable_variables) == config.num_parameters
+
+
+def test_memory_share_is_the_attention_mass_on_the_memory_slots():
+    config = tiny_config()
+    model = XLNetLM(config)
+    inputs, _ = batch_inputs(config)
+    plain = model(inputs)
+    measured = model(inputs, memory_share=True)
+    share = measured["memory_share"].numpy()  # [N]
+    assert share.shape == (config.n_layer,) and ((share > 0) & (share < 1)).all()
+    np.testing.assert_array_equal(measured["logits"].numpy(), plain["logits"].numpy())
+    # Memory hidden by memory_length takes no probability; no memory, no share reported.
+    hidden = model({**inputs, "memory_length": np.zeros(BATCH, np.int32)}, memory_share=True)
+    np.testing.assert_allclose(hidden["memory_share"].numpy(), 0.0, atol=1e-6)
+    without = {k: v for k, v in inputs.items() if k != "mems"}
+    assert "memory_share" not in model(without, memory_share=True)

@@ -81,7 +81,8 @@ class RelativeAttention(keras.layers.Layer):
              content_bias, position_bias, segment_bias, segment_embedding,
              segment_different=None, query_segment_different=None,
              content_mask=None, query_mask=None,
-             target_positions=None, target_weights=None, training=False, seed=None):
+             target_positions=None, target_weights=None, training=False, seed=None,
+             memory_share=False):
         """Attention of both streams over the keys `[memory ; content]`.
 
         content [B, L, d]; query [B, K, d] or None; memory [B, M, d] or None;
@@ -92,7 +93,9 @@ class RelativeAttention(keras.layers.Layer):
         [B, K, M+L], True = blocked (None: nothing blocked);
         target_positions int32 [B, K]; target_weights [B, K] (0 for padding target rows,
         whose attention output is zeroed).
-        Returns (content_out [B, L, d], query_out [B, K, d] or None).
+        Returns (content_out [B, L, d], query_out [B, K, d] or None), and with `memory_share`
+        a third value: the content stream's mean attention probability on the memory slots
+        (float32 scalar; how much this layer reads the recurrence).
         """
         dtype = self.compute_dtype
         content = tf.cast(content, dtype)
@@ -114,8 +117,8 @@ class RelativeAttention(keras.layers.Layer):
         scaled_query = self._heads(content, self.q_kernel) * self.scale  # [B, n, L, dh]
         scores = self._scores(scaled_query, shared, segment_different)
         position_scores = rel_shift(self._position_scores(scaled_query, shared))
-        content_out = self._attend(scores + position_scores, content_mask, value,
-                                   training, seed, site=0)
+        content_out, probs = self._attend(scores + position_scores, content_mask, value,
+                                          training, seed, site=0)
         query_out = None
         if query is not None:
             scaled_query = self._heads(query, self.q_kernel) * self.scale  # [B, n, K, dh]
@@ -124,9 +127,13 @@ class RelativeAttention(keras.layers.Layer):
                 self._position_scores(scaled_query, shared), target_positions, q_len)
             # The original scatters queries to L rows and gathers back with target_mapping:
             # a padding (all-zero) target row gets a zero attention output.
-            query_out = self._attend(scores + position_scores, query_mask, value,
-                                     training, seed, site=1,
-                                     row_weights=target_weights)
+            query_out, _ = self._attend(scores + position_scores, query_mask, value,
+                                        training, seed, site=1,
+                                        row_weights=target_weights)
+        if memory_share:
+            m_len = keys_in.shape[1] - q_len
+            share = tf.reduce_mean(tf.reduce_sum(tf.cast(probs[..., :m_len], tf.float32), -1))
+            return content_out, query_out, share
         return content_out, query_out
 
     def _heads(self, inputs, kernel):
@@ -156,16 +163,18 @@ class RelativeAttention(keras.layers.Layer):
         return tf.reshape(scores, [-1] + scores.shape[2:].as_list())  # [B, n, T, R]
 
     def _attend(self, scores, mask, value, training, seed, site, row_weights=None):
-        """Masked softmax over the keys (float32), dropatt, weighted values, `o`, dropout."""
+        """Masked softmax over the keys (float32), dropatt, weighted values, `o`, dropout.
+        Returns (output [B, T, d], the probabilities before dropatt [B, n, T, M+L])."""
         scores = tf.cast(scores, tf.float32)
         if mask is not None:
             scores += attention_bias(mask)[:, None]
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)  # [B, n, T, M+L]
-        probs = stateless_dropout(probs, self.dropatt, seed, self.dropout_site + site, training)
-        attended = tf.matmul(probs, value)  # [B, n, T, dh]
+        dropped = stateless_dropout(probs, self.dropatt, seed, self.dropout_site + site,
+                                    training)
+        attended = tf.matmul(dropped, value)  # [B, n, T, dh]
         if row_weights is not None:
             attended *= tf.cast(row_weights, attended.dtype)[:, None, :, None]
         output = tf.einsum("bnth,dnh->btd", attended,
                            tf.cast(self.o_kernel, self.compute_dtype))  # [B, T, d]
         return stateless_dropout(output, self.dropout, seed, self.dropout_site + 2 + site,
-                                 training)
+                                 training), probs

@@ -82,11 +82,13 @@ class XLNetBackbone(keras.layers.Layer):
         return names
 
     def call(self, input_ids, segment_ids=None, perm_mask=None, target_mapping=None,
-             mems=None, memory_length=None, training=False, seed=None):
+             mems=None, memory_length=None, training=False, seed=None, memory_share=False):
         """Inputs as XLNetLM's (batch-major); `segment_ids` None drops the segment term, as
         the original does. Returns {"features": [B, L, d] last content output,
         "query_output": [B, K, d] dropped-out last query output (None without
-        target_mapping), "new_mems": float32 [B, N, M, d] (None when mem_len is 0)}."""
+        target_mapping), "new_mems": float32 [B, N, M, d] (None when mem_len is 0)}, and with
+        `memory_share` and `mems` "memory_share": float32 [N], each layer's mean content-stream
+        attention probability on the memory slots."""
         c = self.config
         dtype = self.compute_dtype
         batch = tf.shape(input_ids)[0]
@@ -123,7 +125,8 @@ class XLNetBackbone(keras.layers.Layer):
         positional_encoding = stateless_dropout(tf.cast(positional_encoding, dtype), c.dropout,
                                                 seed, sites.POSITIONAL_ENCODING_SITE, training)
 
-        new_mems = []
+        new_mems, shares = [], []
+        share = memory_share and mems is not None
         for i in range(c.n_layer):
             memory = None if mems is None else mems[:, i]  # [B, M, d]
             if c.mem_len > 0:
@@ -136,7 +139,7 @@ class XLNetBackbone(keras.layers.Layer):
                 biases are taken in here; everything else it closes over needs no gradient
                 (memory carries none, masks and encodings come from the inputs)."""
                 content, query = streams if len(streams) == 2 else (streams[0], None)
-                content_out, query_out = self.attention_layers[i](
+                content_out, query_out, *layer_share = self.attention_layers[i](
                     content, query, memory=memory, positional_encoding=positional_encoding,
                     content_bias=self._layer_bias(self.content_bias, i),
                     position_bias=self._layer_bias(self.position_bias, i),
@@ -146,7 +149,8 @@ class XLNetBackbone(keras.layers.Layer):
                     query_segment_different=query_segment_different,
                     content_mask=content_mask, query_mask=query_mask,
                     target_positions=target_positions, target_weights=target_weights,
-                    training=training, seed=seed)
+                    training=training, seed=seed, memory_share=share)
+                shares.extend(layer_share)
                 content = self._feed_forward(i, self.attention_norms[i](content_out + content),
                                              training, seed, site_offset=0)
                 if query is None:
@@ -165,8 +169,11 @@ class XLNetBackbone(keras.layers.Layer):
         if query is not None:
             query = stateless_dropout(query, c.dropout, seed, sites.FINAL_QUERY_STREAM_SITE,
                                       training)
-        return {"features": content, "query_output": query,
-                "new_mems": tf.stack(new_mems, axis=1) if new_mems else None}
+        outputs = {"features": content, "query_output": query,
+                   "new_mems": tf.stack(new_mems, axis=1) if new_mems else None}
+        if share:
+            outputs["memory_share"] = tf.stack(shares)  # [N]
+        return outputs
 
     def _feed_forward(self, i, inputs, training, seed, site_offset):
         output = self.feed_forward_layers[i](inputs, training=training, seed=seed,

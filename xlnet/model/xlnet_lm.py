@@ -10,12 +10,15 @@ INT32_MAX = 2**31 - 1
 
 
 class XLNetLM(keras.Model):
-    """`model(inputs, training=False, dropout_seed=None)`, see the model API in the README.
+    """`model(inputs, training=False, dropout_seed=None, memory_share=False)`, see the model
+    API in the README.
 
     inputs: dict with input_ids int32 [B, L] and optional segment_ids [B, L], perm_mask
     [B, L, L] (1 = may not attend), target_mapping [B, K, L], mems [B, N, M, d] and
     memory_length int32 [B]. Returns {"logits": float32 [B, K, V] (with target_mapping),
-    "features": [B, L, d], "new_mems": float32 [B, N, M, d] (when mem_len > 0)}.
+    "features": [B, L, d], "new_mems": float32 [B, N, M, d] (when mem_len > 0)}, and with
+    `memory_share` and mems "memory_share": float32 [N], each layer's mean attention probability
+    on the memory slots (is the recurrence read?).
     Pass `dtype="mixed_bfloat16"` for bf16 compute with float32 variables, `remat="layer"` to
     recompute each layer's activations in the backward pass instead of keeping them.
     """
@@ -35,7 +38,7 @@ class XLNetLM(keras.Model):
         original's shape."""
         return {**self.backbone.original_variables(), "model/lm_loss/bias": self.lm_bias}
 
-    def call(self, inputs, training=False, dropout_seed=None):
+    def call(self, inputs, training=False, dropout_seed=None, memory_share=False):
         c = self.config
         if training and dropout_seed is None and (c.dropout > 0 or c.dropatt > 0):
             dropout_seed = tf.random.uniform([2], maxval=INT32_MAX, dtype=tf.int32)
@@ -43,8 +46,10 @@ class XLNetLM(keras.Model):
             inputs["input_ids"], segment_ids=inputs.get("segment_ids"),
             perm_mask=inputs.get("perm_mask"), target_mapping=inputs.get("target_mapping"),
             mems=inputs.get("mems"), memory_length=inputs.get("memory_length"),
-            training=training, seed=dropout_seed)
+            training=training, seed=dropout_seed, memory_share=memory_share)
         outputs = {"features": out["features"]}
+        if "memory_share" in out:
+            outputs["memory_share"] = out["memory_share"]  # [N]
         if out["new_mems"] is not None:
             outputs["new_mems"] = out["new_mems"]
         if out["query_output"] is not None:
