@@ -62,6 +62,7 @@ class StepReporter:
         self._since = now
         self._steps = 0
         self._sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0}
+        self._layer_grad_norms = 0.0  # becomes [N]
 
     def start(self, now):
         self._reset(now)
@@ -76,10 +77,12 @@ class StepReporter:
                 tf.summary.text(tag, text, step=step)
             self.writer.flush()
 
-    def add(self, metrics):
+    def add(self, metrics, layer_grad_norms):
+        """One step's metrics (floats) and its gradient norm per layer [N]."""
         self._steps += 1
         for name in self._sums:
             self._sums[name] += metrics[name]
+        self._layer_grad_norms = self._layer_grad_norms + layer_grad_norms
 
     def log(self, step, learning_rate, now):
         """Means since the last log: console line and scalars; returns the scalars."""
@@ -107,6 +110,9 @@ class StepReporter:
                 for name, value in scalars.items():
                     tag = lm_tag(name) if name in LM_METRICS else train_scalar_tag(name)
                     tf.summary.scalar(tag, value, step=step)
+                for layer, norm in enumerate(self._layer_grad_norms / self._steps):
+                    tf.summary.scalar(train_scalar_tag(f"grad_norm/layer_{layer}"), norm,
+                                      step=step)
             self.writer.flush()
         self._reset(now)
         return scalars

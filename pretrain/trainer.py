@@ -12,6 +12,7 @@ checkpoint (weights, optimizer, step, memory, position) continues the run exactl
 import dataclasses
 import logging
 import math
+import re
 import signal
 import time
 
@@ -41,6 +42,15 @@ logger = logging.getLogger(__name__)
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped on request after saving
+
+
+def layer_groups(model):
+    """For each layer, the indices in `model.trainable_variables` of its own variables (those
+    under `layer_<i>/`; the stacked per-layer biases and the embeddings belong to none)."""
+    names = {id(variable): name for name, variable in model.original_variables().items()}
+    layers = [re.search(r"/layer_(\d+)/", names[id(v)]) for v in model.trainable_variables]
+    return [[j for j, found in enumerate(layers) if found and int(found.group(1)) == i]
+            for i in range(model.config.n_layer)]
 
 
 @dataclasses.dataclass
@@ -81,6 +91,7 @@ class Trainer:
             self.optimizer = build_optimizer(train, self.schedule,
                                              self.model.original_variables())
             self.optimizer.build(self.model.trainable_variables)
+        self._layer_groups = layer_groups(self.model)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="data_position")
@@ -159,6 +170,8 @@ class Trainer:
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         grads = [tf.math.divide_no_nan(g, total_weight) for g in grads]
         grad_norm = tf.linalg.global_norm(grads)
+        layer_grad_norms = tf.stack([tf.linalg.global_norm([grads[j] for j in group])
+                                     for group in self._layer_groups])  # [N]
         if train.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, train.clip_norm, use_norm=grad_norm)
         # The optimizer sums over replicas once more: hand it each replica's share.
@@ -166,7 +179,7 @@ class Trainer:
         self.optimizer.apply([g / replicas for g in grads], self.model.trainable_variables)
         metrics = {"loss": tf.math.divide_no_nan(total_loss, total_weight),
                    "accuracy": tf.math.divide_no_nan(total_correct, total_weight),
-                   "grad_norm": grad_norm, "stop": stops}
+                   "grad_norm": grad_norm, "layer_grad_norms": layer_grad_norms, "stop": stops}
         return memory, metrics
 
     @tf.function
@@ -318,7 +331,9 @@ class Trainer:
         """Reads a dispatched step's metrics: stops on a non-finite loss, reports, logs.
         Returns whether a SIGTERM reached any worker by that step."""
         step = dispatched.step
-        values = {name: float(value) for name, value in dispatched.metrics.items()}
+        values = {name: float(value) for name, value in dispatched.metrics.items()
+                  if name != "layer_grad_norms"}
+        layer_grad_norms = dispatched.metrics["layer_grad_norms"].numpy()  # [N]
         stop = values.pop("stop") > 0
         if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
             # A finite loss with non-finite gradients still leaves non-finite weights.
@@ -327,7 +342,7 @@ class Trainer:
                 f"{values['grad_norm']}; stopped without saving. Last "
                 f"good checkpoint: {self.checkpoints.latest or 'none'} (lower "
                 "train.learning_rate or raise train.warmup_steps, then run again)")
-        reporter.add(values)
+        reporter.add(values, layer_grad_norms)
         if on_step is not None:
             on_step(self, step, dispatched.batch, values, dispatched.memory)
         if step % self.config.train.log_every == 0 or step == self.config.train.steps:

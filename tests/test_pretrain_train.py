@@ -63,6 +63,12 @@ def test_writes_checkpoints_config_and_tensorboard_scalars(trained):
     assert values["perplexity"][0] == pytest.approx(math.exp(values["loss"][0]), rel=1e-5)
     assert 0 < values["mfu"][0] < 1 and values["memory_bytes"][0] > 1e6
     assert values["learning_rate"][1] > values["learning_rate"][0] > 0  # warming up
+    layers = [[float(tensor_util.make_ndarray(r.tensor_proto))
+               for r in events.Tensors(f"train/grad_norm/layer_{i}")] for i in range(2)]
+    for log in range(2):  # each layer's share of the gradient, within the whole norm
+        per_layer = [series[log] for series in layers]
+        assert all(n > 0 for n in per_layer)
+        assert math.sqrt(sum(n * n for n in per_layer)) < values["grad_norm"][log]
     assert glob.glob(os.path.join(trained, "profile", "**", "*.xplane.pb"), recursive=True)
 
 
