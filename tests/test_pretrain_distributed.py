@@ -27,7 +27,8 @@ FROZEN = ["train.learning_rate=0", "model.dropout=0", "model.dropatt=0"]
 # Phase 1 stops at step 5 (mid-stream), phase 2 resumes from its checkpoint and runs to 10,
 # crossing a stream boundary (step 5), an epoch and a pass (step 9).
 MEMORY_PHASES = [FROZEN + ["train.steps=5"], FROZEN + ["train.steps=10"]]
-EQUIVALENCE = ["model.dropout=0", "model.dropatt=0", "train.warmup_steps=2", "train.steps=8"]
+EQUIVALENCE = ["model.dropout=0", "model.dropatt=0", "train.warmup_steps=2", "train.steps=8",
+               "train.eval_every=8", "train.eval_segments=2"]
 # Summation order differs between 1 and 2 replicas (float32): losses agree to this.
 LOSS_RTOL = 2e-5
 
@@ -35,7 +36,8 @@ LOSS_RTOL = 2e-5
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("data"))
-    written = write_dataset(directory, load_run_config("tiny"), segments_per_stream=SEGMENTS)
+    written = write_dataset(directory, load_run_config("tiny"), segments_per_stream=SEGMENTS,
+                            eval_segments_per_stream=SEGMENTS)
     return directory, written
 
 
@@ -70,7 +72,8 @@ def two_replicas(dataset, tmp_path_factory):
     records = [{name: arrays[f"{i}/{name}"] for name in ("memory", "stream", "index", "loss")}
                for i in range(len(phases))]
     started_on_one.pop("step")
-    return records, str(work / "memory"), (started_on_one, records[3], str(work / "switch"))
+    return (records, str(work / "memory"), (started_on_one, records[3], str(work / "switch")),
+            str(work / "equivalence"))
 
 
 def _concat(phases):
@@ -131,7 +134,7 @@ def test_memory_follows_each_stream_one_replica_and_after_resume(dataset, tmp_pa
 
 @pytest.mark.slow
 def test_memory_follows_each_stream_two_replicas_and_after_resume(dataset, two_replicas):
-    records, model_dir, _ = two_replicas
+    records, model_dir, *_ = two_replicas
     _check_memory(_concat(records[:2]), model_dir, dataset[1])
 
 
@@ -147,12 +150,24 @@ def test_memory_follows_each_stream_when_resumed_on_more_replicas(dataset, two_r
 
 
 @pytest.mark.slow
-def test_one_and_two_replicas_give_the_same_losses(dataset, two_replicas, tmp_path):
+def test_one_and_two_replicas_give_the_same_losses_and_evaluation(dataset, two_replicas,
+                                                                  tmp_path):
     one = record_run(dataset[0], str(tmp_path / "one"), EQUIVALENCE)["loss"]
     two = two_replicas[0][2]["loss"]
     assert len(one) == len(two) == 8
     assert one[0] != one[-1]  # the weights did move
     np.testing.assert_allclose(one, two, rtol=LOSS_RTOL)
+    evaluations = []
+    for model_dir in (str(tmp_path / "one"), two_replicas[3]):
+        with open(os.path.join(model_dir, "eval.json")) as f:
+            evaluations.append(json.load(f))
+    on_one, on_two = evaluations
+    assert on_one["segments"] == on_two["segments"] == 2 * 8
+    assert on_one["targets"] == on_two["targets"]
+    for key in ("loss", "loss_no_memory", "accuracy", "accuracy_no_memory"):
+        assert on_one[key] == pytest.approx(on_two[key], rel=LOSS_RTOL), key
+    np.testing.assert_allclose(on_one["memory_attention_share"],
+                               on_two["memory_attention_share"], rtol=LOSS_RTOL)
 
 
 def _free_ports(count):
