@@ -49,13 +49,18 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         self._momentums, self._velocities = self.add_optimizer_variables(
             var_list, ["momentum", "velocity"])
 
-    def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
+    def _update_moments(self, gradient, variable):
+        """Moves the variable's first and second moments towards the gradient; returns them."""
         gradient = ops.cast(gradient, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        return m, v
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        m, v = self._update_moments(gradient, variable)
         if self.bias_correction:
             step = ops.cast(self.iterations + 1, variable.dtype)
             beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), step)
@@ -94,11 +99,7 @@ class Lamb(AdamWeightDecay):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m, v = self._update_moments(gradient, variable)
         m_hat, v_hat = m, v
         if self.bias_correction:
             step = ops.cast(self.iterations + 1, variable.dtype)
