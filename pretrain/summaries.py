@@ -45,17 +45,30 @@ def memory_in_use():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class StepReporter:
+class _Reporter:
+    """A TensorBoard run's writer, on the chief only (`enabled`)."""
+
+    def __init__(self, log_dir, enabled):
+        self.enabled = enabled
+        self.writer = tf.summary.create_file_writer(log_dir) if enabled else None
+
+    def write_text(self, tag, text, step):
+        if self.enabled:
+            with self.writer.as_default():
+                tf.summary.text(tag, text, step=step)
+            self.writer.flush()
+
+
+class StepReporter(_Reporter):
     """Accumulates per-step metrics between logs; writes one console line and TB scalars."""
 
     def __init__(self, log_dir, total_steps, tokens_per_step, flops_per_token, peak_tflops,
                  enabled=True):
+        super().__init__(log_dir, enabled)
         self.total_steps = total_steps
         self.tokens_per_step = tokens_per_step
         self.flops_per_token = flops_per_token
         self.peak_tflops = peak_tflops
-        self.enabled = enabled
-        self.writer = tf.summary.create_file_writer(log_dir) if enabled else None
         self._reset(None)
 
     def _reset(self, now):
@@ -70,12 +83,6 @@ class StepReporter:
     def exclude(self, seconds):
         """Leaves time spent outside the training steps (an evaluation) out of the rates."""
         self._since += seconds
-
-    def write_text(self, tag, text, step):
-        if self.enabled:
-            with self.writer.as_default():
-                tf.summary.text(tag, text, step=step)
-            self.writer.flush()
 
     def add(self, metrics, layer_grad_norms):
         """One step's metrics (floats) and its gradient norm per layer [N]."""
@@ -118,14 +125,13 @@ class StepReporter:
         return scalars
 
 
-class EvalReporter:
+class EvalReporter(_Reporter):
     """Writes an evaluation's metrics: the with-memory numbers to the eval run, the same
     segments without memory to the eval_no_memory run, under the train run's `lm/` tags."""
 
     def __init__(self, log_dir, no_memory_log_dir, enabled=True):
-        self.enabled = enabled
+        super().__init__(log_dir, enabled)
         if enabled:
-            self.writer = tf.summary.create_file_writer(log_dir)
             self.no_memory_writer = tf.summary.create_file_writer(no_memory_log_dir)
 
     def log(self, step, metrics):
@@ -149,12 +155,6 @@ class EvalReporter:
                 tf.summary.scalar(lm_tag(name), metrics[f"{name}_no_memory"], step=step)
         self.writer.flush()
         self.no_memory_writer.flush()
-
-    def write_text(self, tag, text, step):
-        if self.enabled:
-            with self.writer.as_default():
-                tf.summary.text(tag, text, step=step)
-            self.writer.flush()
 
 
 def write_hparams(log_dir, run_config, trial_id):
