@@ -234,8 +234,11 @@ def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared)
     assert 0 < stats["passes"][0]["label_true_b_fraction"] < 1
 
 
+EVAL_SETTINGS = ["--set", "data.eval_fraction=0.25", "--set", "data.eval_num_streams=2"]
+
+
 def test_an_eval_split_holds_out_documents_in_streams_of_its_own(workspace, prepared):
-    eval_settings = ["--set", "data.eval_fraction=0.25", "--set", "data.eval_num_streams=2"]
+    eval_settings = EVAL_SETTINGS
     output = workspace["root"] / "with-eval"
     stats = run(_argv(workspace, output, *eval_settings, "--direct_num_workers=1"))
     data = load_run_config("tiny", SETTINGS[1::2] + eval_settings[1::2]).data
@@ -249,6 +252,17 @@ def test_an_eval_split_holds_out_documents_in_streams_of_its_own(workspace, prep
     assert stats["documents"] + stats["eval"]["documents"] == without_eval["documents"]
     assert stats["tokens_in"] + stats["eval"]["tokens_in"] == without_eval["tokens_in"]
     assert 0.1 < stats["eval"]["documents"] / without_eval["documents"] < 0.4
+
+
+@pytest.mark.slow
+def test_the_eval_split_is_the_same_bytes_with_two_worker_processes(workspace):
+    one, two = workspace["root"] / "eval-one-worker", workspace["root"] / "eval-two-workers"
+    run(_argv(workspace, one, *EVAL_SETTINGS, "--direct_num_workers=1"))
+    run(_argv(workspace, two, *EVAL_SETTINGS, "--direct_num_workers=2",
+              "--direct_running_mode=multi_processing"))
+    first, second = _files(one), _files(two)
+    assert sorted(first) == sorted(second) and "eval/pass-000/stream-00003.tfrecord" in first
+    assert all(first[name] == second[name] for name in first)
 
 
 def test_a_separate_eval_corpus_leaves_the_train_streams_as_they_were(workspace, prepared):
