@@ -14,7 +14,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from pretrain.input_pipeline import InputPipeline, StreamPlan
+from pretrain.input_pipeline import MODEL_INPUTS, InputPipeline, StreamPlan
 from xlnet import schema
 from xlnet.errors import UserError
 from xlnet.model.lm_loss import per_example_lm_loss
@@ -22,7 +22,6 @@ from xlnet.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
 SUMS = ("loss", "targets", "correct", "loss_no_memory", "correct_no_memory")
 
 

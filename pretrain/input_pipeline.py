@@ -19,6 +19,10 @@ from xlnet.errors import UserError
 from xlnet.model.permutation import permutation_inputs, sample_perm_ranks
 
 
+# The batch features the model reads; the others (targets, weights, stream, index) are the
+# trainer's and the evaluator's.
+MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
+
 
 def load_dataset_info(data_dir, run_config):
     """Reads dataset_info.json, refusing an unfinished dataset or one for another config."""

@@ -25,7 +25,8 @@ from pretrain.distribution import is_chief, worker_index
 from pretrain.evaluator import Evaluator, samples_markdown, token_namer
 from pretrain.flops import train_flops_per_token
 from pretrain.init_checkpoint import read_init_checkpoint
-from pretrain.input_pipeline import InputPipeline, StreamPlan, load_dataset_info
+from pretrain.input_pipeline import (MODEL_INPUTS, InputPipeline, StreamPlan,
+                                     load_dataset_info)
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
 from pretrain.optimizer import build_optimizer
@@ -40,7 +41,6 @@ from xlnet.schema import read_stats
 
 logger = logging.getLogger(__name__)
 
-MODEL_INPUTS = ("input_ids", "segment_ids", "perm_mask", "target_mapping")
 EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped on request after saving
 
 
