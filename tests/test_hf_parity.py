@@ -7,7 +7,6 @@ no memory (HF's `mems=None`)."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from xlnet.config.model_config import XLNetConfig
 from xlnet.formats.hf_export import hf_state_dict

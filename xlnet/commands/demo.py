@@ -2,7 +2,6 @@
 tokenizer -> Beam job (2 local workers) -> pretraining with memory -> TensorBoard -> export.
 Each stage is called as its command would call it, and logged as that command."""
 
-import json
 import logging
 import math
 import os
@@ -11,7 +10,6 @@ import time
 
 from xlnet.commands import arguments
 from xlnet.errors import UserError
-from xlnet.formats.model_dir import EVAL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +143,7 @@ def what_was_learned(data_dir, model_dir):
     directory = ModelDirectory(model_dir)
     run_config = directory.run_config()
     info = load_dataset_info(data_dir, run_config)
-    with open(directory.join(EVAL_FILE)) as f:
-        results = json.load(f)
+    results = directory.read_eval()
     model = XLNetLM(run_config.model)
     restore_model_weights(model, directory.latest_checkpoint())
     evaluator = Evaluator(tf.distribute.get_strategy(), model, info, data_dir, run_config,

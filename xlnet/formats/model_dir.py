@@ -202,6 +202,10 @@ class ModelDirectory:
     def write_dataset_identity(self, identity):
         self._write_text(DATASET_FILE, json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
+    def read_eval(self):
+        """The latest evaluation (eval.json), or None."""
+        return json.loads(self._read_text(EVAL_FILE)) if self.has(EVAL_FILE) else None
+
     def write_eval(self, results):
         self._write_text(EVAL_FILE, eval_json(results))
 
