@@ -130,7 +130,11 @@ def frame_record(data):
 
 
 class RecordWriter:
-    """Writes a TFRecord file under a temporary name and renames it on success only."""
+    """Writes a TFRecord file under a temporary name and renames it on success only.
+
+    `size` and `crc32c` (of the whole file's bytes, unmasked) are kept as the bytes are
+    written, so dataset_info.json can record them without reading the file back.
+    """
 
     def __init__(self, path):
         from apache_beam.io.filesystem import CompressionTypes
@@ -138,13 +142,18 @@ class RecordWriter:
 
         self.path = path
         self.records = 0
+        self.size = 0
+        self.crc32c = 0
         self._temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         self._file = FileSystems.create(self._temporary,
                                         compression_type=CompressionTypes.UNCOMPRESSED)
 
     def write(self, records):
-        self._file.write(b"".join(frame_record(r) for r in records))
+        framed = b"".join(frame_record(r) for r in records)
+        self._file.write(framed)
         self.records += len(records)
+        self.size += len(framed)
+        self.crc32c = google_crc32c.extend(self.crc32c, framed)
 
     def __enter__(self):
         return self

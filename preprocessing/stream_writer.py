@@ -14,7 +14,7 @@ from preprocessing.perm_rank_sampler import PermRankSampler
 from preprocessing.record_writer import RecordWriter, encode_examples
 from preprocessing.segmenter import Segmenter
 from preprocessing.span_mask_sampler import SpanMaskSampler
-from xlnet.schema import TRAIN, stream_file
+from xlnet.schema import TRAIN, crc32c_hex, stream_file
 
 _CHUNK_SEGMENTS = 128  # segments encoded together (bounded memory, numpy-sized batches)
 RNG_DESCRIPTION = "numpy PCG64(SeedSequence(seed, spawn_key=(pass, stream))).spawn(3): " \
@@ -53,7 +53,8 @@ class StreamWriter:
                 writer.write(self._encode(batch, stream, reverse, mask_rng, rank_rng, stats))
                 stats["covered_tokens"] = int(batch.a_end[-1])
         entry = {"stream": stream, "reverse": int(reverse), "file": relative_path,
-                 "examples": stats["examples"]}
+                 "examples": stats["examples"], "size": writer.size,
+                 "crc32c": crc32c_hex(writer.crc32c)}
         stats["stream_tokens"] = int(ids.size)
         return entry, stats
 

@@ -10,6 +10,7 @@ stream `s` is stream `num_streams + s`, built the same way from the reversed row
 import hashlib
 import os
 
+import google_crc32c
 import numpy as np
 import tensorflow as tf
 
@@ -78,8 +79,11 @@ def _write_split(directory, data, split, num_passes, num_streams, segments_per_s
                         written.setdefault((split, pass_index, stream), []).append(parts)
                         writer.write(_example(stream, index, reverse, parts)
                                      .SerializeToString(deterministic=True))
+                with open(os.path.join(directory, relative), "rb") as f:
+                    content = f.read()  # the fixture's own measure, not the checker's
                 streams.append({"stream": stream, "reverse": reverse, "file": relative,
-                                "examples": segments_per_stream})
+                                "examples": segments_per_stream, "size": len(content),
+                                "crc32c": schema.crc32c_hex(google_crc32c.value(content))})
         passes.append({"seed": seed * 1000 + pass_index, "streams": streams})
     return passes
 

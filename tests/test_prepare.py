@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -307,6 +308,9 @@ def _check_split(workspace, output, data, passes, stats, split):
         for entry in pass_info["streams"]:
             records = _records(os.path.join(output, entry["file"]))
             assert len(records) == entry["examples"] > 0
+            content = open(os.path.join(output, entry["file"]), "rb").read()
+            assert entry["size"] == len(content)
+            assert entry["crc32c"] == f"{google_crc32c.value(content):08x}"
             stream, reverse = entry["stream"], entry["reverse"]
             forward = expected[stream % num_streams]
             tokens = forward[::-1] if reverse else forward

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 
@@ -123,6 +124,15 @@ def test_refuses_bad_inputs(dataset, tmp_path):
     os.remove(os.path.join(unfinished, "COMPLETED"))
     with pytest.raises(UserError, match="COMPLETED"):
         load_dataset_info(unfinished, config)
+    old = str(tmp_path / "schema-1")
+    shutil.copytree(directory, old)
+    info_path = os.path.join(old, "dataset_info.json")
+    with open(info_path) as f:
+        content = json.load(f)
+    with open(info_path, "w") as f:
+        json.dump({**content, "schema_version": 1}, f)
+    with pytest.raises(UserError, match="schema_version 1 is not 2 .*prepare the data again"):
+        load_dataset_info(old, config)
     other = load_run_config("tiny", ["data.seq_len=128", "data.reuse_len=64",
                                      "data.perm_size=64"])
     with pytest.raises(UserError, match="data.seq_len is 64 in the dataset but 128"):

@@ -1,3 +1,6 @@
+import os
+
+import google_crc32c
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -48,3 +51,16 @@ def test_tensorflow_reads_the_file_and_a_failed_write_leaves_nothing(tmp_path):
             writer.write(encode_examples(features))
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in (tmp_path / "pass-000").iterdir()) == ["stream-00000.tfrecord"]
+
+
+def test_size_and_crc32c_are_those_of_the_written_file(tmp_path):
+    """Kept while writing (in two batches here), they equal a measure of the file itself."""
+    features = {"input_ids": np.arange(300).reshape(3, 100), "label": np.array([[1], [0], [1]])}
+    path = str(tmp_path / "stream-00000.tfrecord")
+    with RecordWriter(path) as writer:
+        writer.write(encode_examples(features))
+        writer.write(encode_examples(features)[:1])
+    content = open(path, "rb").read()
+    assert writer.records == 4
+    assert writer.size == len(content) == os.path.getsize(path)
+    assert writer.crc32c == google_crc32c.value(content)

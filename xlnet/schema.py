@@ -12,6 +12,11 @@ Layout of a dataset directory:
 
 Streams 0..num_streams-1 read forward; with bi_data, stream num_streams+s is the time-reversed
 copy of stream s (its examples carry reverse=1).
+
+Schema version 2 added each stream file's `size` (bytes) and `crc32c` (Castagnoli, unmasked, of
+the whole file, 8 hex digits) to its entry. A version 1 dataset is refused: without them the
+trainer cannot tell a truncated or altered file at start, and `xlnet prepare` writes the same
+records again (its output is deterministic).
 """
 
 import dataclasses
@@ -19,7 +24,7 @@ import json
 
 from xlnet.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: stream entries carry size and crc32c
 INFO_FILE = "dataset_info.json"
 STATS_FILE = "stats.json"
 COMPLETED_FILE = "COMPLETED"
@@ -49,6 +54,11 @@ EVAL_DIR = "eval"  # the eval split's stream files live below it
 def stream_file(pass_index, stream, split=TRAIN):
     path = f"{PASS_DIR_PREFIX}{pass_index:03d}/stream-{stream:05d}.tfrecord"
     return path if split == TRAIN else f"{EVAL_DIR}/{path}"
+
+
+def crc32c_hex(value):
+    """A stream entry's `crc32c`: the file's crc32c as 8 lower-case hex digits."""
+    return f"{value:08x}"
 
 
 def read_stats(directory):
@@ -112,7 +122,8 @@ class DatasetInfo:
             raise UserError(f"{info_path}: cannot read dataset info ({e})") from None
         if mapping.get("schema_version") != SCHEMA_VERSION:
             raise UserError(f"{info_path}: schema_version {mapping.get('schema_version')} is not "
-                            f"{SCHEMA_VERSION}; prepare the data again with this version")
+                            f"{SCHEMA_VERSION} (version 2 records stream file sizes and "
+                            "checksums); prepare the data again with this version")
         try:
             return cls(**mapping)
         except TypeError as e:
