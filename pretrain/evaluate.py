@@ -4,6 +4,7 @@ original-format checkpoint, with and without memory (pretrain/evaluator.py), int
 import logging
 import math
 
+from pretrain.dataset_check import check_dataset
 from pretrain.evaluator import Evaluator
 from pretrain.init_checkpoint import read_init_checkpoint
 from pretrain.input_pipeline import load_dataset_info
@@ -56,14 +57,15 @@ def _model_and_config(model_dir, init_checkpoint, config, overrides, data_dir):
 
 
 def evaluate(data_dir, model_dir=None, init_checkpoint=None, config=None, overrides=(),
-             split=schema.EVAL, max_segments=None, output=None):
+             split=schema.EVAL, max_segments=None, output=None, verify_data=False):
     """Scores `split` of the dataset in `data_dir`; writes eval.json (into `model_dir`, or to
     `output`) and returns its content.
 
     The weights are `model_dir`'s newest checkpoint, or the original-format checkpoint
     `init_checkpoint` described by the run config `config`. Every row reads its streams from
     their start with fresh memory; `max_segments` bounds the segments scored (rounded up to
-    whole batches), else each row reads the split's first epoch.
+    whole batches), else each row reads the split's first epoch. The split's stream files
+    are checked first (pretrain/dataset_check.py), with their checksums if `verify_data`.
     """
     import tensorflow as tf
 
@@ -76,7 +78,7 @@ def evaluate(data_dir, model_dir=None, init_checkpoint=None, config=None, overri
                         "model directory to write it into)")
     run_config, info, build_model, prefix = _model_and_config(
         model_dir, init_checkpoint, config, overrides, data_dir)
-    info.split_passes(split, where=f"{data_dir}/{schema.INFO_FILE}")
+    check_dataset(info, data_dir, [split], checksums=verify_data)
     strategy = tf.distribute.get_strategy()
     per_row = (math.ceil(max_segments / run_config.train.global_batch_size)
                if max_segments else None)

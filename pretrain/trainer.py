@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from pretrain.checkpointing import (CheckpointStore, check_model_dir, save_run_config,
                                     warn_if_other_dataset)
+from pretrain.dataset_check import check_run_data
 from pretrain.distribution import is_chief, worker_index
 from pretrain.evaluator import Evaluator, samples_markdown, token_namer
 from pretrain.flops import train_flops_per_token
@@ -64,9 +65,10 @@ class _DispatchedStep:
 class Trainer:
 
     def __init__(self, run_config, data_dir, model_dir, strategy, profile_steps=None,
-                 init_checkpoint=None):
+                 init_checkpoint=None, verify_data=False):
         """`init_checkpoint`: an original-format checkpoint (prefix or directory) whose weights
-        start a new run; ignored when `model_dir` already has checkpoints to resume."""
+        start a new run; ignored when `model_dir` already has checkpoints to resume.
+        `verify_data`: check every stream file's crc32c, not only on a dataset's first use."""
         self.config = run_config
         self.model_dir = model_dir
         self.data_dir = data_dir
@@ -78,6 +80,7 @@ class Trainer:
         self.chief = is_chief(strategy)
         train = run_config.train
         info = self.dataset_info = load_dataset_info(data_dir, run_config)
+        check_run_data(info, data_dir, model_dir, train.eval_every, verify_data)
         self.plan = StreamPlan(info, data_dir, train.global_batch_size,
                                strategy.num_replicas_in_sync, train.seed)
         self.pipeline = InputPipeline(self.plan, run_config.data, train.seed,

@@ -4,6 +4,7 @@ that write nothing."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -124,12 +125,22 @@ def test_a_runs_checkpoint_scores_as_the_trainer_scored_it(released, tmp_path):
     (["--config", "tiny", "--set", "data.bi_data=false", "--set", "model.n_token=3000"],
      "model.n_token is 3000"),
     ([], "give --config too"),
+    (["--config", "tiny", "--set", "data.bi_data=false", "--verify-data"],
+     "eval/pass-000/stream-00001.tfrecord: crc32c"),
 ])
 def test_refusals_are_one_line_and_write_nothing(released, tmp_path, capsys, argv, message):
     data = released["data"]
     if "has no eval split" in message:
         data = str(tmp_path / "no-eval")
         write_dataset(data, load_run_config("tiny"), segments_per_stream=2)
+    if "crc32c" in message:  # one flipped bit in an eval stream file: only its checksum tells
+        data = str(tmp_path / "altered")
+        shutil.copytree(released["data"], data)
+        with open(os.path.join(data, "eval/pass-000/stream-00001.tfrecord"), "r+b") as f:
+            f.seek(-20, os.SEEK_END)
+            byte = f.read(1)
+            f.seek(-20, os.SEEK_END)
+            f.write(bytes([byte[0] ^ 1]))
     output = tmp_path / "eval.json"
     status = main(["evaluate", "--data", data, "--init-checkpoint", released["prefix"],
                    "--output", str(output), *argv])

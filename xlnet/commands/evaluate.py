@@ -28,6 +28,9 @@ def configure_parser(parser):
                         help="where to write eval.json (default: into --model-dir)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set train.global_batch_size=4")
+    parser.add_argument("--verify-data", action="store_true",
+                        help="check the split's stream files' crc32c and record counts too "
+                        "(sizes and first records are checked always)")
 
 
 def table(results):
@@ -48,7 +51,7 @@ def call(args, extra_argv):
     results = evaluate(args.data, model_dir=args.model_dir,
                        init_checkpoint=args.init_checkpoint, config=args.config,
                        overrides=args.set, split=args.split, max_segments=args.max_segments,
-                       output=args.output)
+                       output=args.output, verify_data=args.verify_data)
     print(table(results))
     return results
 

@@ -32,6 +32,10 @@ def configure_parser(parser):
                         help="override a config value (repeatable)")
     parser.add_argument("--profile-steps", metavar="A,B",
                         help="write a TensorBoard profile of steps A to B")
+    parser.add_argument("--verify-data", action="store_true",
+                        help="check every stream file's crc32c and record count at start (done "
+                        "anyway on the model dir's first run on the dataset; sizes and first "
+                        "records are checked always)")
 
 
 def parse_profile_steps(text):
@@ -55,7 +59,8 @@ def call(args, extra_argv):
             overrides.append(f"train.{name}={value}")
     return pretrain(args.config, args.data, args.model_dir, overrides=overrides, tpu=args.tpu,
                     init_checkpoint=args.init_checkpoint,
-                    profile_steps=parse_profile_steps(args.profile_steps))
+                    profile_steps=parse_profile_steps(args.profile_steps),
+                    verify_data=args.verify_data)
 
 
 def run(argv=None):
