@@ -20,6 +20,7 @@ from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import match_input_files, plan_ranges
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
 from preprocessing.stream_builder import block_tokens_for
+from xlnet.config.data_config import DataConfig
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
 from xlnet.schema import EVAL, STATS_FILE, TRAIN
@@ -78,6 +79,22 @@ def resolve_runner(name):
     return path if extra or "." in name else name
 
 
+def _refuse_unknown_options(options, beam_argv):
+    """Refuses an argument that neither `xlnet prepare` nor any Beam options class defines
+    (the runner's own are imported by resolve_runner first): Beam would only log "Discarding
+    unparseable args" and run with its defaults, e.g. 8 streams for a mistyped --num-streams."""
+    parsers = []  # the public hook hands over Beam's parser of all its options classes
+    options.get_all_options(add_extra_args_fn=parsers.append)
+    unknown = parsers[0].parse_known_args(beam_argv)[1]
+    if not unknown:
+        return
+    name = next((arg for arg in unknown if arg.startswith("-")), unknown[0]).split("=", 1)[0]
+    key = name.lstrip("-").replace("-", "_")
+    hint = (f"set it with --set data.{key}=VALUE" if key in DataConfig.__dataclass_fields__
+            else "see `xlnet prepare --help` and Beam's pipeline options")
+    raise UserError(f"{name}: neither an option of `xlnet prepare` nor one Beam knows; {hint}")
+
+
 def beam_options(beam_argv):
     """PipelineOptions from Beam's arguments, --runner checked by resolve_runner.
 
@@ -97,6 +114,7 @@ def beam_options(beam_argv):
     options = PipelineOptions(beam_argv)
     standard = options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner or "FnApiRunner")
+    _refuse_unknown_options(options, beam_argv)
     direct = options.view_as(DirectOptions)
     if not _option_given(beam_argv, "--direct_num_workers"):
         direct.direct_num_workers = os.cpu_count() or 1

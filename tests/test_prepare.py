@@ -372,6 +372,21 @@ def test_bad_inputs_are_one_line_user_errors(workspace, prepared, tmp_path, caps
         _argv(workspace, tmp_path / "foreign"), capsys)
 
 
+def test_options_neither_prepare_nor_beam_knows_are_one_line(workspace, tmp_path, capsys):
+    """Beam alone would discard them and run with the defaults (seed 0, 8 streams)."""
+    message = _cli_error(_argv(workspace, tmp_path / "out", "--seed", "3", "--num-streams=4"),
+                         capsys)
+    assert message == ("error: --seed: neither an option of `xlnet prepare` nor one Beam "
+                       "knows; set it with --set data.seed=VALUE")
+    assert "--num-streams: " in _cli_error(
+        _argv(workspace, tmp_path / "out", "--num-streams=4"), capsys)
+    assert "--direct_num_worker: " in _cli_error(
+        _argv(workspace, tmp_path / "out", "--direct_num_worker=2"), capsys)
+    assert _cli_error(_argv(workspace, tmp_path / "out", "stray"), capsys).startswith(
+        "error: stray: neither")
+    assert not (tmp_path / "out").exists()
+
+
 def test_corpus_too_small_for_the_streams(workspace, tmp_path):
     with pytest.raises(UserError, match="too few for 4000 streams"):
         run(_argv(workspace, tmp_path / "out", "--set", "data.num_streams=4000",

@@ -24,7 +24,7 @@ def configure_parser(parser):
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set data.num_streams=16")
     parser.epilog = ("Other options go to Apache Beam, e.g. --runner=DataflowRunner, "
-                     "--direct_num_workers=N.")
+                     "--direct_num_workers=N; one Beam does not know is refused.")
 
 
 def call(args, extra_argv):
