@@ -26,6 +26,10 @@ RANGE_BYTES = 1 << 20
 # of a multi-byte character) can be blank, so the rest never needs decoding.
 _MAYBE_WHITESPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f" + bytes(range(0x80, 0x100))
 _LOOKBACK_BYTES = 4096
+# Byte order marks of the encodings a text editor saves that UTF-8 decoding would turn into
+# `<unk>` soup; UTF-32 LE's starts with UTF-16 LE's, so it is tried first.
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+              (b"\xff\xfe", "UTF-16LE"), (b"\xfe\xff", "UTF-16BE"))
 _BLOCK_BYTES = 1 << 20
 
 
@@ -62,7 +66,25 @@ def match_input_files(pattern):
         raise UserError(f"--input {pattern}: no files match; check the path or glob")
     if all(size == 0 for _, size in files):
         raise UserError(f"--input {pattern}: all {len(files)} matching files are empty")
+    for path, size in files:
+        if size:
+            _check_start(path)
     return files
+
+
+def _check_start(path):
+    """Refuses, before the job starts, a file whose first bytes show it is not UTF-8 text or
+    not the gzip file its name says (a worker would fail on it with a long traceback)."""
+    try:
+        with _open_binary(path) as f:
+            head = f.read(4)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path}: cannot be read as {'gzip' if is_gzip(path) else 'a file'} "
+                        f"({e}); replace or remove it") from None
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            raise UserError(f"{path}: starts with a {encoding} byte order mark, the corpus must "
+                            f"be UTF-8; convert it (iconv -f {encoding} -t UTF-8)")
 
 
 def plan_ranges(files, range_bytes=RANGE_BYTES):

@@ -74,6 +74,23 @@ def test_empty_glob_and_empty_files_are_user_errors(tmp_path):
         match_input_files(str(tmp_path / "*.txt"))
 
 
+@pytest.mark.parametrize("name,content,message", [
+    ("utf16.txt", "ka lo\n".encode("utf-16"), "starts with a UTF-16LE byte order mark"),
+    ("utf16be.txt", b"\xfe\xff" + "ka\n".encode("utf-16-be"), "a UTF-16BE byte order mark"),
+    ("utf32.txt", "ka lo\n".encode("utf-32"), "starts with a UTF-32LE byte order mark"),
+    ("utf16.txt.gz", gzip.compress("ka lo\n".encode("utf-16")), "a UTF-16LE byte order mark"),
+    ("broken.txt.gz", b"not gzip at all", "cannot be read as gzip"),
+])
+def test_files_that_are_not_utf8_text_are_refused_before_the_job(tmp_path, name, content,
+                                                                 message):
+    (tmp_path / "good.txt").write_bytes("\ufeffa UTF-8 mark is fine.\n".encode())
+    (tmp_path / name).write_bytes(content)
+    match_input_files(str(tmp_path / "good.txt"))
+    with pytest.raises(UserError, match=message) as error:
+        match_input_files(str(tmp_path / "*"))
+    assert str(error.value).startswith(str(tmp_path / name))
+
+
 @pytest.mark.parametrize("block_bytes", [1, 2, 5, 9, 64])
 def test_block_size_changes_nothing_at_line_limits(tmp_path, monkeypatch, block_bytes):
     path = tmp_path / "a.txt"
