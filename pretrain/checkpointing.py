@@ -6,7 +6,8 @@ import logging
 import tensorflow as tf
 
 from xlnet.errors import UserError
-from xlnet.formats.model_dir import ModelDirectory, restore_newest
+from xlnet.formats.model_dir import (CHECKPOINT_NAME, CHECKPOINT_STATE_FILE, ModelDirectory,
+                                     checkpoint_step, restore_newest)
 
 logger = logging.getLogger(__name__)
 
@@ -54,32 +55,65 @@ def warn_if_other_dataset(model_dir, info):
 
 class CheckpointStore:
     """tf.train.CheckpointManager with fall-back restore; non-chief workers write to a scratch
-    directory (every worker must take part in a save) that is removed afterwards."""
+    directory (every worker must take part in a save) that is removed afterwards.
+
+    The checkpoints to resume from are the ckpt-N.index files on disk, not the state file's
+    list: a run whose state file was lost or garbled resumes instead of starting over and
+    overwriting them. The managers are made once `restore_newest` has read (and the chief
+    repaired) the state file, because tf.train.CheckpointManager refuses an empty one.
+    """
 
     def __init__(self, checkpoint, model_dir, keep, step, chief=True, worker=0):
         self.checkpoint = checkpoint
         self.model_dir = model_dir
+        self.directory = ModelDirectory(model_dir)
         self.chief = chief
-        directory = model_dir if chief else ModelDirectory(model_dir).worker_scratch_dir(worker)
-        self._scratch = None if chief else directory
-        self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep,
-                                                  step_counter=step)
-        self._chief_manager = self.manager if chief else tf.train.CheckpointManager(
-            checkpoint, model_dir, max_to_keep=keep)
+        self._keep = keep
+        self._step = step
+        self._scratch = None if chief else self.directory.worker_scratch_dir(worker)
+        self.manager = None
 
     @property
     def latest(self):
-        return self._chief_manager.latest_checkpoint
+        return self.directory.latest_checkpoint()
 
     def restore_newest(self):
-        """Restores the newest checkpoint that loads; returns its path, or None for a new run.
-        If checkpoints exist but none loads, the run stops rather than overwrite them."""
-        candidates = self._chief_manager.checkpoints
-        path = restore_newest(self.checkpoint, candidates, logger)
-        if candidates and path is None:
-            raise UserError(f"{self.model_dir}: none of its {len(candidates)} checkpoints "
-                            "loads into this model; use a new --model-dir")
+        """Restores the newest checkpoint on disk that loads; returns its path, or None for a
+        new run. If checkpoint files exist but none loads, the run stops rather than overwrite
+        them."""
+        found = self.directory.checkpoints()
+        listed = self.directory.listed_checkpoints()
+        unlisted = [prefix for prefix in found if prefix not in (listed or [])]
+        if unlisted:
+            state = self.directory.join(CHECKPOINT_STATE_FILE)
+            logger.warning("%s: %s; resuming from the checkpoints on disk (newest %s)", state,
+                           "is missing or unreadable" if listed is None else
+                           f"does not list {', '.join(p.rsplit('/', 1)[-1] for p in unlisted)}",
+                           found[-1])
+        path = restore_newest(self.checkpoint, found, logger)
+        if path is None and self.directory.has_checkpoint_files():
+            raise UserError(
+                f"{self.model_dir}: holds {CHECKPOINT_NAME}-* files but no checkpoint there "
+                "loads into this model; use a new --model-dir (or move those files away to "
+                "start over)")
+        if self.chief and (unlisted or listed is None):
+            self._repair_state(found, path)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._scratch or self.model_dir, max_to_keep=self._keep,
+            step_counter=self._step)
         return path
+
+    def _repair_state(self, found, restored):
+        """Makes the state file list the checkpoints on disk up to the restored one. The
+        manager deletes only what it lists, so the found ones would otherwise be kept forever,
+        past train.keep_checkpoints; and it refuses an empty state file."""
+        if restored is not None:
+            self.directory.write_checkpoint_state(
+                [p for p in found if checkpoint_step(p) <= checkpoint_step(restored)])
+        elif self.directory.has(CHECKPOINT_STATE_FILE):  # no checkpoint files: nothing lost
+            logger.warning("%s: unreadable and no checkpoint beside it; removed",
+                           self.directory.join(CHECKPOINT_STATE_FILE))
+            tf.io.gfile.remove(self.directory.join(CHECKPOINT_STATE_FILE))
 
     def save(self, step):
         path = self.manager.save(checkpoint_number=step)

@@ -5,6 +5,7 @@ import glob
 import math
 import os
 import re
+import shutil
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
@@ -13,6 +14,7 @@ from tensorboard.util import tensor_util
 from dataset_fixture import write_dataset
 from xlnet import load_run_config
 from xlnet.commands.main import main
+from xlnet.formats.model_dir import ModelDirectory
 
 STEP_LINE = re.compile(r"step (\d+)/\d+ loss (\S+) lr \S+ grad_norm \S+ accuracy \S+ "
                        r"tokens/s \d+.* ETA \d+:\d\d:\d\d")
@@ -81,6 +83,42 @@ def test_console_lines_and_resume_past_a_truncated_checkpoint(trained, dataset, 
     assert "ckpt-4 does not load" in caplog.text
     assert f"resumed from {os.path.join(trained, 'ckpt-2')} at step 2" in caplog.text
     assert sorted(step_losses(caplog.text)) == [3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def checkpointed(dataset, tmp_path_factory):
+    """A run of 3 steps, each checkpointed."""
+    model_dir = str(tmp_path_factory.mktemp("checkpointed") / "model")
+    assert pretrain(dataset, model_dir, "--steps", "3", "--checkpoint-every", "1") == 0
+    return model_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["deleted", "garbled", "empty"])
+def test_a_lost_or_damaged_state_file_resumes_and_overwrites_no_checkpoint(
+        checkpointed, dataset, tmp_path, caplog, damage):
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(checkpointed, model_dir)
+    state = os.path.join(model_dir, "checkpoint")
+    if damage == "deleted":
+        os.remove(state)
+    else:
+        with open(state, "w") as f:
+            f.write("garbage {{{\n" if damage == "garbled" else "")
+    before = {path: os.stat(path).st_mtime_ns
+              for path in glob.glob(os.path.join(model_dir, "ckpt-*"))}
+    caplog.set_level("INFO")
+    assert pretrain(dataset, model_dir, "--steps", "4", "--log-every", "1") == 0
+    assert "resuming from the checkpoints on disk" in caplog.text
+    assert f"resumed from {os.path.join(model_dir, 'ckpt-3')} at step 3" in caplog.text
+    assert sorted(step_losses(caplog.text)) == [4]
+    # train.keep_checkpoints (3) let ckpt-1 go; what is left was not rewritten.
+    after = {path: os.stat(path).st_mtime_ns
+             for path in glob.glob(os.path.join(model_dir, "ckpt-*"))}
+    assert {path: after[path] for path in before if "ckpt-1." not in path} == {
+        path: time for path, time in before.items() if "ckpt-1." not in path}
+    assert ModelDirectory(model_dir).checkpoints() == [
+        os.path.join(model_dir, f"ckpt-{n}") for n in (2, 3, 4)]
 
 
 def test_resuming_on_another_dataset_warns(trained, tmp_path, caplog):

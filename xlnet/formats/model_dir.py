@@ -7,7 +7,9 @@ Layout of a model directory:
   dataset.json            identity of the dataset the data position counts in
   init_checkpoint.json    the original-format checkpoint a new run took its weights from
   spiece.model            the tokenizer, when present (exports copy it beside the weights)
-  checkpoint, ckpt-N.*    tf.train checkpoints of `training_checkpoint` below
+  checkpoint, ckpt-N.*    tf.train checkpoints of `training_checkpoint` below; `checkpoint`
+                          is tf.train's state file, but a checkpoint counts when its
+                          ckpt-N.index is on disk, listed there or not (`checkpoints()`)
   .worker-K/              a non-chief worker's scratch checkpoint, removed after each save
   train/                  TensorBoard logs of training: `lm/loss|perplexity|accuracy` and
                           `train/<name>` (learning rate, gradient norm, throughput, ...)
@@ -19,6 +21,7 @@ Layout of a model directory:
 
 import json
 import os
+import re
 
 import yaml
 
@@ -34,6 +37,8 @@ TRAIN_LOG_DIR = "train"
 EVAL_LOG_DIR = "eval"
 EVAL_NO_MEMORY_LOG_DIR = "eval_no_memory"
 PROFILE_DIR = "profile"
+CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default: ckpt-N.index, ckpt-N.data-*
+CHECKPOINT_STATE_FILE = "checkpoint"  # tf.train's list of the checkpoints, newest last
 LM_METRICS = ("loss", "perplexity", "accuracy")  # tagged alike in the train and eval runs
 
 
@@ -116,6 +121,12 @@ def restore_newest(checkpoint, prefixes, logger):
     return None
 
 
+def checkpoint_step(prefix):
+    """N of a `.../ckpt-N` prefix, or None for another name."""
+    found = re.fullmatch(rf"{CHECKPOINT_NAME}-(\d+)", prefix.rsplit("/", 1)[-1])
+    return int(found.group(1)) if found else None
+
+
 class ModelDirectory:
     """One model directory; every file of the contract is read and written here."""
 
@@ -162,10 +173,57 @@ class ModelDirectory:
         """Whether a trainer has written its run config here."""
         return self.has(RUN_CONFIG_FILE)
 
-    def latest_checkpoint(self):
+    def checkpoint_prefix(self, step):
+        return self.join(f"{CHECKPOINT_NAME}-{step}")
+
+    def checkpoints(self):
+        """The prefixes of every `ckpt-N.index` here, oldest first. The files, not the state
+        file, are what counts: a lost, garbled or stale state file (a crash, a copied
+        directory) must not hide a checkpoint from a resume, which would then overwrite it."""
         import tensorflow as tf
 
-        return tf.train.latest_checkpoint(self.path)
+        steps = [checkpoint_step(path[:-len(".index")])
+                 for path in tf.io.gfile.glob(self.join(f"{CHECKPOINT_NAME}-*.index"))]
+        return [self.checkpoint_prefix(step) for step in sorted(s for s in steps if s is not None)]
+
+    def listed_checkpoints(self):
+        """The prefixes the state file lists, oldest first; None when it is missing, empty or
+        unreadable (tf.train then ignores it, or raises for an empty one)."""
+        import tensorflow as tf
+
+        try:
+            state = tf.train.get_checkpoint_state(self.path)
+        except Exception:  # noqa: BLE001 - an empty file raises ValueError, a gfile error others
+            return None
+        if state is None or not state.model_checkpoint_path:
+            return None
+        # tf.train makes the manager's relative names absolute its own way: compare by step.
+        steps = [checkpoint_step(path) for path in
+                 state.all_model_checkpoint_paths or [state.model_checkpoint_path]]
+        return [self.checkpoint_prefix(step) for step in steps if step is not None]
+
+    def has_checkpoint_files(self):
+        """Whether any ckpt-* file is here, even one without its index (a save cut short)."""
+        import tensorflow as tf
+
+        return bool(tf.io.gfile.glob(self.join(f"{CHECKPOINT_NAME}-*")))
+
+    def write_checkpoint_state(self, prefixes):
+        """Rewrites the state file to list `prefixes` (oldest first, the last one the latest)
+        as tf.train.CheckpointManager writes it, replaced whole (atomic rename). Each one's
+        time is its index file's: the manager deletes, past max_to_keep, only checkpoints
+        newer than the state's last preserved time."""
+        import tensorflow as tf
+
+        times = [tf.io.gfile.stat(f"{prefix}.index").mtime_nsec / 1e9 for prefix in prefixes]
+        tf.compat.v1.train.update_checkpoint_state(
+            self.path, prefixes[-1], all_model_checkpoint_paths=prefixes,
+            all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1)
+
+    def latest_checkpoint(self):
+        """The newest checkpoint on disk, or None."""
+        found = self.checkpoints()
+        return found[-1] if found else None
 
     def _read_text(self, name):
         import tensorflow as tf
