@@ -24,8 +24,12 @@ def pretrain(config, data_dir, model_dir, overrides=(), tpu=None, init_checkpoin
         raise UserError(f"--profile-steps {profile_steps[0]},{profile_steps[1]}: "
                         "need 0 < A <= B")
     # The strategy comes first: multi-worker setup must precede any other TF work.
-    from pretrain.distribution import create_strategy
+    from pretrain.distribution import create_strategy, is_chief
     strategy = create_strategy(run_config.train.strategy, tpu=tpu)
+    if is_chief(strategy):
+        # Refused before the model is built; the trainer takes the lock before it writes.
+        from pretrain.run_lock import RunLock
+        RunLock(model_dir).check_free()
     from pretrain.trainer import Trainer
     logger.info("strategy %s with %d replica(s)", type(strategy).__name__,
                 strategy.num_replicas_in_sync)

@@ -9,6 +9,7 @@ replica count), clipped by global norm, and applied. Dropout seeds are stateless
 checkpoint (weights, optimizer, step, memory, position) continues the run exactly.
 """
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -31,6 +32,7 @@ from pretrain.input_pipeline import (MODEL_INPUTS, InputPipeline, StreamPlan,
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
 from pretrain.optimizer import build_optimizer
+from pretrain.run_lock import RunLock
 from pretrain.summaries import (EvalReporter, StepReporter, detect_peak_tflops,
                                 write_dataset_summaries, write_hparams)
 from xlnet.errors import UserError
@@ -267,9 +269,21 @@ class Trainer:
     def train(self, on_step=None):
         """Runs to `train.steps`; returns 0, or EXIT_TERMINATED after a SIGTERM (saved).
 
-        `on_step(trainer, step, batch, metrics, memory)` is called for every step, with the
-        per-replica memory that step returned (tests use it).
+        The chief holds the model dir's lock throughout (pretrain/run_lock.py). `on_step(
+        trainer, step, batch, metrics, memory)` is called for every step, with the per-replica
+        memory that step returned (tests use it).
         """
+        lock = RunLock(self.model_dir) if self.chief else contextlib.nullcontext()
+        # From here on a SIGTERM stops the run after a step and a save, so the lock is
+        # released on the way out.
+        previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
+        try:
+            with lock:
+                return self._train(on_step)
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+    def _train(self, on_step):
         train = self.config.train
         self.restore()
         if self.chief:
@@ -290,11 +304,7 @@ class Trainer:
             write_hparams(self.model_dir, self.config,
                           trial_id=self.model_dir.rstrip("/").rsplit("/", 1)[-1])
         iterator = iter(self._distributed_dataset(train.steps - start))
-        previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
-        try:
-            return self._loop(iterator, start, reporter, on_step)
-        finally:
-            signal.signal(signal.SIGTERM, previous_handler)
+        return self._loop(iterator, start, reporter, on_step)
 
     def _loop(self, iterator, start, reporter, on_step):
         """Dispatches step N, then reads step N-1's metrics: the device runs one step ahead of

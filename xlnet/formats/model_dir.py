@@ -17,6 +17,8 @@ Layout of a model directory:
                           `lm/...` tags, so train and eval share charts; `eval/memory_gain`
   eval.json               the latest evaluation (`xlnet evaluate`, or the trainer's)
   profile/                a `--profile-steps` trace
+  LOCK                    held by the `xlnet pretrain` writing here: pid, host, since
+                          (pretrain/run_lock.py)
 """
 
 import json
@@ -37,6 +39,7 @@ TRAIN_LOG_DIR = "train"
 EVAL_LOG_DIR = "eval"
 EVAL_NO_MEMORY_LOG_DIR = "eval_no_memory"
 PROFILE_DIR = "profile"
+LOCK_FILE = "LOCK"
 CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default: ckpt-N.index, ckpt-N.data-*
 CHECKPOINT_STATE_FILE = "checkpoint"  # tf.train's list of the checkpoints, newest last
 LM_METRICS = ("loss", "perplexity", "accuracy")  # tagged alike in the train and eval runs
