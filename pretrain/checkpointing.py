@@ -6,8 +6,10 @@ import logging
 import tensorflow as tf
 
 from xlnet.errors import UserError
-from xlnet.formats.model_dir import (CHECKPOINT_NAME, CHECKPOINT_STATE_FILE, ModelDirectory,
-                                     checkpoint_step, restore_newest)
+from xlnet.config.train_config import TrainConfig
+from xlnet.formats.model_dir import (CHECKPOINT_NAME, CHECKPOINT_STATE_FILE, RUN_CONFIG_FILE,
+                                     RUN_CONFIG_HISTORY_FILE, ModelDirectory, checkpoint_step,
+                                     restore_newest)
 
 logger = logging.getLogger(__name__)
 
@@ -15,14 +17,23 @@ logger = logging.getLogger(__name__)
 # and the rows whose memory the checkpoint holds.
 FIXED_SECTIONS = ("model", "data")
 FIXED_TRAIN_KEYS = ("global_batch_size",)
+# Train keys a resume may change freely: how the run is watched, saved and executed, not what
+# it learns. (jit_compile and remat change float rounding only; checkpoints keep memory by row
+# identity, so the strategy's replica count may change.) Any other train key (steps, which
+# shapes the learning-rate schedule, the rate itself, the seed, ...) needs
+# --allow-config-change.
+FREE_TRAIN_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
+                   "eval_segments", "peak_tflops", "strategy", "jit_compile", "remat")
 
 
-def check_model_dir(model_dir, run_config):
+def check_model_dir(model_dir, run_config, allow_config_change=False):
     """Refuses a model dir whose saved config has another model or data section or global
-    batch, naming the field."""
-    saved = ModelDirectory(model_dir).saved_config()
+    batch, naming the field; and, when it has checkpoints to resume, another train section
+    unless `allow_config_change`. Returns the allowed train changes {key: (saved, now)}."""
+    directory = ModelDirectory(model_dir)
+    saved = directory.saved_config()
     if saved is None:
-        return
+        return {}
     current = run_config.to_dict()
     fixed = [(section, key) for section in FIXED_SECTIONS for key in current[section]]
     for section, key in fixed + [("train", key) for key in FIXED_TRAIN_KEYS]:
@@ -32,6 +43,30 @@ def check_model_dir(model_dir, run_config):
             raise UserError(
                 f"{model_dir}: holds checkpoints of another run ({section}.{key} is "
                 f"{have!r} there but {value!r} now); use a new --model-dir")
+    if not directory.checkpoints():
+        return {}  # nothing to resume: the run starts over with this config
+    # A key missing from an older run_config.yaml had what is now its default.
+    have = {**TrainConfig().get_config(), **(saved.get("train") or {})}
+    changes = {key: (have[key], value) for key, value in current["train"].items()
+               if key not in FREE_TRAIN_KEYS and have.get(key) != value}
+    if changes and not allow_config_change:
+        listed = ", ".join(f"train.{key} is {old!r} there but {new!r} now"
+                           for key, (old, new) in changes.items())
+        raise UserError(
+            f"{directory.join(RUN_CONFIG_FILE)}: the resumed run's train section changed "
+            f"({listed}); pass --allow-config-change to resume with it (the change is kept "
+            f"in {RUN_CONFIG_HISTORY_FILE}), or rerun with the saved values")
+    return changes
+
+
+def record_config_change(model_dir, changes, step):
+    """Logs a resume's allowed train changes and appends them to the model dir's history."""
+    for key, (old, new) in changes.items():
+        logger.warning("resuming at step %d with train.%s %r (was %r): --allow-config-change",
+                       step, key, new, old)
+    ModelDirectory(model_dir).append_config_history(
+        {"step": step, "changed": {f"train.{key}": {"was": old, "now": new}
+                                   for key, (old, new) in changes.items()}})
 
 
 def save_run_config(model_dir, run_config, info):

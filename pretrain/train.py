@@ -10,14 +10,16 @@ logger = logging.getLogger(__name__)
 
 
 def pretrain(config, data_dir, model_dir, overrides=(), tpu=None, init_checkpoint=None,
-             profile_steps=None, verify_data=False):
+             profile_steps=None, verify_data=False, allow_config_change=False):
     """Trains to `train.steps`, resuming from the newest good checkpoint in `model_dir`.
 
     `config` names a run config or is a path, `overrides` are `section.key=value` strings,
     `tpu` names the TPU of `train.strategy: tpu`, `init_checkpoint` is an original-format
     checkpoint whose weights start a new run, `profile_steps` (A, B) writes a TensorBoard
     profile of steps A to B, `verify_data` checks every stream file's crc32c and record count
-    (done anyway on a model directory's first run on the dataset). Returns 0, or 143 after a SIGTERM (a checkpoint was saved).
+    (done anyway on a model directory's first run on the dataset), `allow_config_change`
+    resumes although the train section changed (the change is recorded in the model dir).
+    Returns 0, or 143 after a SIGTERM (a checkpoint was saved).
     """
     run_config = load_run_config(config, overrides)
     if profile_steps is not None and not 0 < profile_steps[0] <= profile_steps[1]:
@@ -34,5 +36,5 @@ def pretrain(config, data_dir, model_dir, overrides=(), tpu=None, init_checkpoin
     logger.info("strategy %s with %d replica(s)", type(strategy).__name__,
                 strategy.num_replicas_in_sync)
     trainer = Trainer(run_config, data_dir, model_dir, strategy, profile_steps, init_checkpoint,
-                      verify_data)
+                      verify_data, allow_config_change)
     return trainer.train()

@@ -20,8 +20,8 @@ import time
 import keras
 import tensorflow as tf
 
-from pretrain.checkpointing import (CheckpointStore, check_model_dir, save_run_config,
-                                    warn_if_other_dataset)
+from pretrain.checkpointing import (CheckpointStore, check_model_dir, record_config_change,
+                                    save_run_config, warn_if_other_dataset)
 from pretrain.dataset_check import check_run_data
 from pretrain.distribution import is_chief, worker_index
 from pretrain.evaluator import Evaluator, samples_markdown, token_namer
@@ -67,10 +67,11 @@ class _DispatchedStep:
 class Trainer:
 
     def __init__(self, run_config, data_dir, model_dir, strategy, profile_steps=None,
-                 init_checkpoint=None, verify_data=False):
+                 init_checkpoint=None, verify_data=False, allow_config_change=False):
         """`init_checkpoint`: an original-format checkpoint (prefix or directory) whose weights
         start a new run; ignored when `model_dir` already has checkpoints to resume.
-        `verify_data`: check every stream file's crc32c, not only on a dataset's first use."""
+        `verify_data`: check every stream file's crc32c, not only on a dataset's first use.
+        `allow_config_change`: resume although the train section changed (recorded)."""
         self.config = run_config
         self.model_dir = model_dir
         self.data_dir = data_dir
@@ -87,7 +88,7 @@ class Trainer:
                                strategy.num_replicas_in_sync, train.seed)
         self.pipeline = InputPipeline(self.plan, run_config.data, train.seed,
                                       train.grad_accum_steps, train.resample_perm)
-        check_model_dir(model_dir, run_config)
+        self._config_changes = check_model_dir(model_dir, run_config, allow_config_change)
         warn_if_other_dataset(model_dir, info)
         self.schedule = WarmupDecaySchedule.from_train_config(train)
         keras.utils.set_random_seed(train.seed)
@@ -287,6 +288,9 @@ class Trainer:
         train = self.config.train
         self.restore()
         if self.chief:
+            if self._config_changes:
+                record_config_change(self.model_dir, self._config_changes,
+                                     int(self.step.numpy()))
             save_run_config(self.model_dir, self.config, self.dataset_info)
             if self.initialized_from:
                 self.directory.write_init_checkpoint(

@@ -23,14 +23,16 @@ def gather(strategy, per_replica, axis=0):
 
 
 def record_run(data_dir, model_dir, overrides, strategy=None):
-    """Trains (resuming from model_dir); returns {memory, stream, index, loss} per step."""
+    """Trains (resuming from model_dir, with whatever train changes the phases make); returns
+    {memory, stream, index, loss} per step."""
     import tensorflow as tf
 
     from pretrain.trainer import Trainer
     from xlnet import load_run_config
 
     strategy = strategy or tf.distribute.get_strategy()
-    trainer = Trainer(load_run_config("tiny", overrides), data_dir, model_dir, strategy)
+    trainer = Trainer(load_run_config("tiny", overrides), data_dir, model_dir, strategy,
+                      allow_config_change=True)
     records = {"memory": [], "stream": [], "index": [], "loss": [], "step": []}
 
     def on_step(trainer, step, batch, metrics, memory):

@@ -1,6 +1,7 @@
-"""CheckpointStore finds the checkpoints on disk: a model dir whose `checkpoint` state file is
-missing, garbled, empty or stale resumes from the newest checkpoint that loads, and none of its
-files is rewritten by a start from step 1. (End to end through `xlnet pretrain`:
+"""Resuming a model dir: CheckpointStore finds the checkpoints on disk (a `checkpoint` state
+file missing, garbled, empty or stale resumes from the newest one that loads, and none of its
+files is rewritten by a start from step 1); a changed train section needs
+allow_config_change and is kept in the history. (End to end through `xlnet pretrain`:
 test_pretrain_train.py.)"""
 
 import glob
@@ -9,7 +10,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from pretrain.checkpointing import CheckpointStore
+from pretrain.checkpointing import CheckpointStore, check_model_dir, record_config_change
 from xlnet.errors import UserError
 from xlnet.formats.model_dir import ModelDirectory
 
@@ -109,3 +110,42 @@ def test_an_unreadable_state_file_alone_starts_a_new_run(tmp_path):
     checkpoints, _, _ = store(str(model_dir))
     assert checkpoints.restore_newest() is None
     assert checkpoints.save(1) == str(model_dir / "ckpt-1")
+
+
+# ---- a resume whose train section changed -----------------------------------------------------
+
+def run_dir_with_a_checkpoint(model_dir, run_config):
+    directory = ModelDirectory(model_dir)
+    directory.write_run_config(run_config)
+    saved_run(model_dir)
+    return directory
+
+
+def test_a_changed_train_section_needs_allow_config_change_and_is_kept(tmp_path):
+    from xlnet import load_run_config
+
+    model_dir = str(tmp_path / "model")
+    directory = run_dir_with_a_checkpoint(model_dir, load_run_config("tiny"))
+    same_run = load_run_config("tiny", ["train.log_every=1", "train.checkpoint_every=7"])
+    assert check_model_dir(model_dir, same_run) == {}  # watching and saving may change
+    changed = load_run_config("tiny", ["train.learning_rate=1e-3", "train.seed=5"])
+    with pytest.raises(UserError, match=r"train.learning_rate is 0.002 there but 0.001 now, "
+                                        r"train.seed is 0 there but 5 now\); pass "
+                                        r"--allow-config-change"):
+        check_model_dir(model_dir, changed)
+    changes = check_model_dir(model_dir, changed, allow_config_change=True)
+    assert changes == {"learning_rate": (0.002, 0.001), "seed": (0, 5)}
+    record_config_change(model_dir, changes, 30)
+    record_config_change(model_dir, {"steps": (300, 400)}, 40)
+    history = directory.config_history()
+    assert [entry["step"] for entry in history] == [30, 40]  # appended, not overwritten
+    assert history[0]["changed"] == {"train.learning_rate": {"was": 0.002, "now": 0.001},
+                                     "train.seed": {"was": 0, "now": 5}}
+
+
+def test_a_changed_train_section_without_checkpoints_starts_over(tmp_path):
+    from xlnet import load_run_config
+
+    model_dir = str(tmp_path / "model")
+    ModelDirectory(model_dir).write_run_config(load_run_config("tiny"))
+    assert check_model_dir(model_dir, load_run_config("tiny", ["train.steps=7"])) == {}

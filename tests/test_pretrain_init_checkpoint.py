@@ -125,7 +125,7 @@ def test_rerunning_over_a_model_dir_with_checkpoints_resumes(dataset, exported, 
     command = ("--init-checkpoint", prefix, "--checkpoint-every", "2", *RUN)
     assert pretrain(dataset, model_dir, "--steps", "2", *command) == 0
     caplog.clear()
-    assert pretrain(dataset, model_dir, "--steps", "3", *command) == 0
+    assert pretrain(dataset, model_dir, "--steps", "3", "--allow-config-change", *command) == 0
     assert f"resumed from {os.path.join(model_dir, 'ckpt-2')} at step 2" in caplog.text
     assert f"--init-checkpoint {prefix} ignored" in caplog.text
     assert "the optimizer starts fresh" not in caplog.text

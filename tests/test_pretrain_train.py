@@ -79,7 +79,8 @@ def test_console_lines_and_resume_past_a_truncated_checkpoint(trained, dataset, 
     with open(newest, "r+b") as f:
         f.truncate(os.path.getsize(newest) // 2)
     caplog.set_level("INFO")
-    assert pretrain(dataset, trained, "--steps", "5", "--log-every", "1") == 0
+    assert pretrain(dataset, trained, "--steps", "5", "--log-every", "1",
+                    "--allow-config-change") == 0
     assert "ckpt-4 does not load" in caplog.text
     assert f"resumed from {os.path.join(trained, 'ckpt-2')} at step 2" in caplog.text
     assert sorted(step_losses(caplog.text)) == [3, 4, 5]
@@ -108,7 +109,8 @@ def test_a_lost_or_damaged_state_file_resumes_and_overwrites_no_checkpoint(
     before = {path: os.stat(path).st_mtime_ns
               for path in glob.glob(os.path.join(model_dir, "ckpt-*"))}
     caplog.set_level("INFO")
-    assert pretrain(dataset, model_dir, "--steps", "4", "--log-every", "1") == 0
+    assert pretrain(dataset, model_dir, "--steps", "4", "--log-every", "1",
+                    "--allow-config-change") == 0
     assert "resuming from the checkpoints on disk" in caplog.text
     assert f"resumed from {os.path.join(model_dir, 'ckpt-3')} at step 3" in caplog.text
     assert sorted(step_losses(caplog.text)) == [4]
@@ -121,11 +123,28 @@ def test_a_lost_or_damaged_state_file_resumes_and_overwrites_no_checkpoint(
         os.path.join(model_dir, f"ckpt-{n}") for n in (2, 3, 4)]
 
 
+@pytest.mark.slow
+def test_an_allowed_train_change_is_logged_and_kept_in_the_history(checkpointed, dataset,
+                                                                   tmp_path, caplog):
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(checkpointed, model_dir)
+    caplog.set_level("INFO")
+    assert pretrain(dataset, model_dir, "--steps", "4", "--checkpoint-every", "2",
+                    "--allow-config-change") == 0
+    assert "resuming at step 3 with train.steps 4 (was 3): --allow-config-change" in caplog.text
+    assert sorted(step_losses(caplog.text)) == [4]
+    directory = ModelDirectory(model_dir)
+    assert directory.run_config().train.steps == 4
+    # checkpoint_every may change freely: it shapes no training, so it is not recorded.
+    [entry] = directory.config_history()
+    assert entry["step"] == 3 and entry["changed"] == {"train.steps": {"was": 3, "now": 4}}
+
+
 def test_resuming_on_another_dataset_warns(trained, tmp_path, caplog):
     other = str(tmp_path / "other-data")
     write_dataset(other, load_run_config("tiny"), segments_per_stream=4, seed=7)
     caplog.set_level("INFO")
-    assert pretrain(other, trained, "--steps", "6") == 0
+    assert pretrain(other, trained, "--steps", "6", "--allow-config-change") == 0
     assert "the run started on another dataset (pass_seeds was [0, 1], now [7000, 7001])" in \
         caplog.text
 
@@ -145,6 +164,11 @@ def test_resuming_on_another_dataset_warns(trained, tmp_path, caplog):
      "holds checkpoints of another run \\(model.d_model is 64 there but 32 now\\)"),
     (lambda d, m: ([d, m], ["--set", "train.global_batch_size=4"]),
      "train.global_batch_size is 8 there but 4 now"),
+    (lambda d, m: ([d, m], ["--set", "train.learning_rate=0.125"]),
+     r"run_config.yaml: the resumed run's train section changed \(train.steps is \d+ there "
+     r"but 9 now, train.learning_rate is 0.002 there but 0.125 now\); pass "
+     r"--allow-config-change to resume with it \(the change is kept in "
+     r"run_config.history.yaml\), or rerun with the saved values$"),
 ])
 def test_bad_input_is_one_line_naming_the_field(trained, dataset, capsys, make_problem,
                                                 message):

@@ -30,6 +30,10 @@ def configure_parser(parser):
     parser.add_argument("--seed", type=int, help="train.seed")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (repeatable)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume although the train section differs from the model dir's "
+                        "(e.g. another --steps or learning rate); the change is logged and "
+                        "kept in run_config.history.yaml")
     parser.add_argument("--profile-steps", metavar="A,B",
                         help="write a TensorBoard profile of steps A to B")
     parser.add_argument("--verify-data", action="store_true",
@@ -60,7 +64,7 @@ def call(args, extra_argv):
     return pretrain(args.config, args.data, args.model_dir, overrides=overrides, tpu=args.tpu,
                     init_checkpoint=args.init_checkpoint,
                     profile_steps=parse_profile_steps(args.profile_steps),
-                    verify_data=args.verify_data)
+                    verify_data=args.verify_data, allow_config_change=args.allow_config_change)
 
 
 def run(argv=None):

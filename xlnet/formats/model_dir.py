@@ -4,6 +4,8 @@ here, and the directory is read and written only through tf.io.gfile (local, gs:
 
 Layout of a model directory:
   run_config.yaml         the run's RunConfig (model, data, train sections)
+  run_config.history.yaml the train changes resumes made (--allow-config-change): at which
+                          step, each key's old and new value; appended, never rewritten
   dataset.json            identity of the dataset the data position counts in
   init_checkpoint.json    the original-format checkpoint a new run took its weights from
   spiece.model            the tokenizer, when present (exports copy it beside the weights)
@@ -21,6 +23,7 @@ Layout of a model directory:
                           (pretrain/run_lock.py)
 """
 
+import datetime
 import json
 import os
 import re
@@ -32,6 +35,7 @@ from xlnet.errors import UserError
 from xlnet.tokenizer import TOKENIZER_FILE
 
 RUN_CONFIG_FILE = "run_config.yaml"
+RUN_CONFIG_HISTORY_FILE = "run_config.history.yaml"
 DATASET_FILE = "dataset.json"
 INIT_CHECKPOINT_FILE = "init_checkpoint.json"
 EVAL_FILE = "eval.json"
@@ -255,6 +259,19 @@ class ModelDirectory:
 
     def write_run_config(self, run_config):
         self._write_text(RUN_CONFIG_FILE, run_config.to_yaml())
+
+    def config_history(self):
+        """The entries of run_config.history.yaml, oldest first ([] without one)."""
+        if not self.has(RUN_CONFIG_HISTORY_FILE):
+            return []
+        return yaml.safe_load(self._read_text(RUN_CONFIG_HISTORY_FILE)) or []
+
+    def append_config_history(self, entry):
+        """Appends `entry` (a mapping) with the time, rewriting the file whole."""
+        entry = {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                 **entry}
+        self._write_text(RUN_CONFIG_HISTORY_FILE,
+                         yaml.safe_dump(self.config_history() + [entry], sort_keys=False))
 
     def dataset_identity(self):
         """What dataset.json records, or None."""
