@@ -1,15 +1,17 @@
 """Checkpoints in the model directory: save every N steps, resume from the newest one that
 loads, refuse a directory that belongs to another model."""
 
+import hashlib
 import logging
 
 import tensorflow as tf
 
-from xlnet.errors import UserError
 from xlnet.config.train_config import TrainConfig
+from xlnet.errors import UserError
 from xlnet.formats.model_dir import (CHECKPOINT_NAME, CHECKPOINT_STATE_FILE, RUN_CONFIG_FILE,
                                      RUN_CONFIG_HISTORY_FILE, ModelDirectory, checkpoint_step,
                                      restore_newest)
+from xlnet.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +72,33 @@ def record_config_change(model_dir, changes, step):
 
 
 def save_run_config(model_dir, run_config, info):
-    """Writes the run config and the identity of the dataset the run reads."""
+    """Writes the run config, the identity of the dataset the run reads and a copy of its
+    tokenizer."""
     directory = ModelDirectory(model_dir)
     directory.write_run_config(run_config)
     directory.write_dataset_identity(info.identity())
+    keep_tokenizer(directory, info.tokenizer)
+
+
+def keep_tokenizer(directory, tokenizer):
+    """Copies the dataset's tokenizer (`dataset_info.json`'s path, checked against its sha256)
+    into the model dir, so that exports carry it. Skipped, with a log line, when that file
+    cannot be read (a dataset moved to another machine, a synthetic test dataset) or is no
+    longer the one the dataset was prepared with; an earlier copy is then kept."""
+    path, sha256 = tokenizer.get("path"), tokenizer.get("sha256")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            model_bytes = f.read()
+    except Exception as e:  # noqa: BLE001 - any gfile backend error, or no path at all
+        logger.info("tokenizer %s not copied into the model dir (%s); exports of this run "
+                    "carry no %s", path, str(e).splitlines()[0] if str(e) else type(e).__name__,
+                    TOKENIZER_FILE)
+        return
+    if hashlib.sha256(model_bytes).hexdigest() != sha256:
+        logger.warning("tokenizer %s not copied into the model dir: it is not the one the "
+                       "dataset was prepared with (sha256 differs from dataset_info.json)", path)
+        return
+    directory.write_tokenizer(model_bytes)
 
 
 def warn_if_other_dataset(model_dir, info):

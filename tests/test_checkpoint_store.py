@@ -1,16 +1,19 @@
 """Resuming a model dir: CheckpointStore finds the checkpoints on disk (a `checkpoint` state
 file missing, garbled, empty or stale resumes from the newest one that loads, and none of its
 files is rewritten by a start from step 1); a changed train section needs
-allow_config_change and is kept in the history. (End to end through `xlnet pretrain`:
+allow_config_change and is kept in the history; the dataset's tokenizer is kept beside the
+checkpoints. (End to end through `xlnet pretrain`:
 test_pretrain_train.py.)"""
 
 import glob
+import hashlib
 import os
 
 import pytest
 import tensorflow as tf
 
-from pretrain.checkpointing import CheckpointStore, check_model_dir, record_config_change
+from pretrain.checkpointing import (CheckpointStore, check_model_dir, keep_tokenizer,
+                                    record_config_change)
 from xlnet.errors import UserError
 from xlnet.formats.model_dir import ModelDirectory
 
@@ -149,3 +152,24 @@ def test_a_changed_train_section_without_checkpoints_starts_over(tmp_path):
     model_dir = str(tmp_path / "model")
     ModelDirectory(model_dir).write_run_config(load_run_config("tiny"))
     assert check_model_dir(model_dir, load_run_config("tiny", ["train.steps=7"])) == {}
+
+
+# ---- the tokenizer kept beside the checkpoints ------------------------------------------------
+
+def test_the_datasets_tokenizer_is_copied_when_it_is_the_recorded_one(tmp_path, caplog):
+    source = tmp_path / "spiece.model"
+    source.write_bytes(b"\x0a\x05model bytes")
+    recorded = {"path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    directory = ModelDirectory(str(tmp_path / "model"))
+    keep_tokenizer(directory, recorded)
+    assert (tmp_path / "model" / "spiece.model").read_bytes() == source.read_bytes()
+
+    source.write_bytes(b"another tokenizer")  # replaced since the dataset was prepared
+    keep_tokenizer(directory, recorded)
+    assert "not the one the dataset was prepared with" in caplog.text
+    caplog.clear()
+    caplog.set_level("INFO")
+    keep_tokenizer(directory, {"path": str(tmp_path / "gone"), "sha256": recorded["sha256"]})
+    assert f"tokenizer {tmp_path / 'gone'} not copied into the model dir" in caplog.text
+    # Neither replaced the good copy.
+    assert (tmp_path / "model" / "spiece.model").read_bytes() == b"\x0a\x05model bytes"

@@ -130,3 +130,48 @@ def test_user_errors_are_one_line(trained, tmp_path, capsys):
         assert len(errors) == 1 and message in errors[0], errors
     assert not os.path.exists(tmp_path / "out")
     assert not [name for name in os.listdir(tmp_path) if ".partial-" in name]
+
+
+def _own_copy(trained, tmp_path):
+    """A copy of the trained model dir holding a tokenizer (the trainer copies the dataset's;
+    this dataset is synthetic and has none)."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained["model_dir"], model_dir)
+    (model_dir / "spiece.model").write_bytes(b"\x0a\x05tokenizer")
+    return model_dir
+
+
+@pytest.mark.parametrize("umask", [0o027, 0o002])
+def test_exports_carry_the_tokenizer_and_follow_the_umask(trained, tmp_path, umask):
+    model_dir = _own_copy(trained, tmp_path)
+    previous = os.umask(umask)
+    try:
+        for fmt in ("original-tf", "hf"):
+            assert export(model_dir, fmt, tmp_path / fmt) == 0
+    finally:
+        os.umask(previous)
+    for fmt in ("original-tf", "hf"):
+        output = tmp_path / fmt
+        assert (output / "spiece.model").read_bytes() == b"\x0a\x05tokenizer"
+        assert oct(output.stat().st_mode & 0o777) == oct(0o777 & ~umask)
+        for path in output.iterdir():
+            assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask), path
+
+
+@pytest.mark.parametrize("link", ["spiece.model", "run_config.yaml", "ckpt-2.index"])
+def test_a_link_leading_out_of_the_model_dir_is_refused(trained, tmp_path, capsys, link):
+    model_dir = _own_copy(trained, tmp_path)
+    secret = tmp_path / "secret"
+    shutil.copy(model_dir / link, secret)  # even a file export could read, but not its own
+    os.remove(model_dir / link)
+    os.symlink(secret, model_dir / link)
+    assert export(model_dir, "hf", tmp_path / "out") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {model_dir / link}: a link to {secret}, outside {model_dir}; "
+                      "only files inside the model directory are read (replace the link by a "
+                      "copy of the file)"]
+    assert not os.path.exists(tmp_path / "out")
+    os.remove(model_dir / link)  # a link within the model dir is fine
+    os.rename(secret, model_dir / f"{link}.real")
+    os.symlink(f"{link}.real", model_dir / link)
+    assert export(model_dir, "hf", tmp_path / "out") == 0

@@ -2,6 +2,7 @@
 half-done: the model library's and the trainer's way to write a file another stage reads.
 (The corpus job writes through Beam's FileSystems instead: preprocessing/beam_files.py.)"""
 
+import os
 import uuid
 
 
@@ -15,3 +16,12 @@ def write_file(path, data):
     with tf.io.gfile.GFile(temporary, "wb") as f:
         f.write(data)
     tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def umask_mode(mode):
+    """`mode` (0o666 for a file, 0o777 for a directory) less the process's umask: what open()
+    and mkdir() would have given, for what a temporary-file API creates private (0o600/0o700)
+    and is then published. os.umask can only be read by setting it, so it is set back at once."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return mode & ~umask

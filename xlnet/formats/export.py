@@ -14,11 +14,13 @@ import os
 import shutil
 import tempfile
 
+from xlnet.atomic_file import umask_mode
 from xlnet.config.model_config import XLNetConfig
 from xlnet.errors import UserError
 from xlnet.formats.hf_export import write_hf
 from xlnet.formats.model_dir import RUN_CONFIG_FILE, ModelDirectory, restore_model_weights
-from xlnet.formats.original_checkpoint import (CONFIG_NAME, model_arrays, read_original_checkpoint,
+from xlnet.formats.original_checkpoint import (CONFIG_NAME, checkpoint_prefix, model_arrays,
+                                               read_original_checkpoint,
                                                write_original_checkpoint)
 from xlnet.formats.saved_model import write_saved_model
 from xlnet.tokenizer import TOKENIZER_FILE
@@ -38,8 +40,10 @@ def load_weights(model_dir, checkpoint=None):
     if directory.holds_run():
         return _load_trainer_weights(directory, checkpoint)
     if directory.has(CONFIG_NAME):
+        prefix = checkpoint_prefix(checkpoint or model_dir)
+        directory.check_inside([directory.join(CONFIG_NAME), *_checkpoint_files(prefix)])
         config = XLNetConfig.from_json(directory.join(CONFIG_NAME))
-        return config, None, read_original_checkpoint(checkpoint or model_dir, config)
+        return config, None, read_original_checkpoint(prefix, config)
     raise UserError(f"--model-dir {model_dir}: holds neither {RUN_CONFIG_FILE} (a trainer's "
                     f"model directory) nor {CONFIG_NAME} (an original checkpoint directory)")
 
@@ -47,16 +51,23 @@ def load_weights(model_dir, checkpoint=None):
 def _load_trainer_weights(directory, checkpoint):
     from xlnet.model.xlnet_lm import XLNetLM
 
-    run_config = directory.run_config()
-    config = run_config.model
     prefix = checkpoint or directory.latest_checkpoint()
     if not prefix:
         raise UserError(f"--model-dir {directory.path}: no checkpoint yet (train first, or "
                         "pass --checkpoint)")
+    directory.check_inside([directory.join(RUN_CONFIG_FILE), *_checkpoint_files(prefix)])
+    run_config = directory.run_config()
+    config = run_config.model
     model = XLNetLM(config)
     restore_model_weights(model, prefix)
     logger.info("restored %s", prefix)
     return config, run_config.data, model_arrays(model)
+
+
+def _checkpoint_files(prefix):
+    import tensorflow as tf
+
+    return tf.io.gfile.glob(f"{prefix}.*")
 
 
 def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=None):
@@ -64,18 +75,21 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
 
     `seq_len`/`num_predict` fix the SavedModel's shapes (default: the run's data section, or
     the released 512/85)."""
-    import tensorflow as tf
-
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown (use one of {', '.join(FORMATS)})")
     output = os.path.abspath(output)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise UserError(f"--output {output}: exists and is not empty; choose a new directory")
+    source = ModelDirectory(model_dir)
+    copies_tokenizer = fmt != "saved-model" and source.has(TOKENIZER_FILE)
+    if copies_tokenizer:
+        source.check_inside([source.tokenizer_path])
     config, data, arrays = load_weights(model_dir, checkpoint)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
-    os.chmod(staging, 0o755)
+    # mkdtemp makes it private; it becomes the output, which gets what mkdir would give.
+    os.chmod(staging, umask_mode(0o777))
     try:
         if fmt == "original-tf":
             write_original_checkpoint(arrays, config, staging)
@@ -85,10 +99,12 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
             write_saved_model(arrays, config, staging,
                               seq_len or (data.seq_len if data else RELEASED_SEQ_LEN),
                               num_predict or (data.num_predict if data else RELEASED_NUM_PREDICT))
-        source = ModelDirectory(model_dir)
-        if fmt != "saved-model" and source.has(TOKENIZER_FILE):
+        if copies_tokenizer:
             # The released layout and transformers' XLNetTokenizer keep it beside the weights.
-            tf.io.gfile.copy(source.tokenizer_path, os.path.join(staging, TOKENIZER_FILE))
+            # Written with open(), not tf.io.gfile.copy, which creates files 0o644 whatever
+            # the umask.
+            with open(os.path.join(staging, TOKENIZER_FILE), "wb") as f:
+                f.write(source.read_tokenizer())
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,6 +15,7 @@ import tempfile
 
 import numpy as np
 
+from xlnet.atomic_file import umask_mode
 from xlnet.errors import UserError
 from xlnet.formats.original_checkpoint import (ATTENTION_KERNELS, LM_BIAS, PREFIX, check_shapes,
                                        layer_biases, layer_prefix)
@@ -102,7 +103,8 @@ def write_hf(arrays, config, directory):
     staging = tempfile.mkdtemp(prefix=".writing-", dir=directory)
     try:
         save_file(tensors, os.path.join(staging, WEIGHTS_FILE), metadata={"format": "pt"})
-        os.chmod(os.path.join(staging, WEIGHTS_FILE), 0o644)  # safetensors creates it 0600
+        # safetensors creates it 0600; give it what open() would have, under the umask.
+        os.chmod(os.path.join(staging, WEIGHTS_FILE), umask_mode(0o666))
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
             json.dump(config_json, f, indent=2)
             f.write("\n")

@@ -238,13 +238,14 @@ class ModelDirectory:
         with tf.io.gfile.GFile(self.join(name), "rb") as f:
             return f.read().decode("utf-8")
 
-    def _write_text(self, name, text):
+    def _write(self, name, data):
+        """Writes text or bytes as `name`, whole (atomic_file)."""
         import tensorflow as tf
 
         from xlnet.atomic_file import write_file
 
         tf.io.gfile.makedirs(self.path)
-        write_file(self.join(name), text)
+        write_file(self.join(name), data)
 
     def saved_config(self):
         """The saved run config as a plain mapping, or None in a directory without one."""
@@ -258,7 +259,7 @@ class ModelDirectory:
                                     source=self.join(RUN_CONFIG_FILE), overrides=overrides)
 
     def write_run_config(self, run_config):
-        self._write_text(RUN_CONFIG_FILE, run_config.to_yaml())
+        self._write(RUN_CONFIG_FILE, run_config.to_yaml())
 
     def config_history(self):
         """The entries of run_config.history.yaml, oldest first ([] without one)."""
@@ -270,7 +271,7 @@ class ModelDirectory:
         """Appends `entry` (a mapping) with the time, rewriting the file whole."""
         entry = {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                  **entry}
-        self._write_text(RUN_CONFIG_HISTORY_FILE,
+        self._write(RUN_CONFIG_HISTORY_FILE,
                          yaml.safe_dump(self.config_history() + [entry], sort_keys=False))
 
     def dataset_identity(self):
@@ -278,18 +279,44 @@ class ModelDirectory:
         return json.loads(self._read_text(DATASET_FILE)) if self.has(DATASET_FILE) else None
 
     def write_dataset_identity(self, identity):
-        self._write_text(DATASET_FILE, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        self._write(DATASET_FILE, json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+    def read_tokenizer(self):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(self.tokenizer_path, "rb") as f:
+            return f.read()
+
+    def write_tokenizer(self, model_bytes):
+        self._write(TOKENIZER_FILE, model_bytes)
+
+    def check_inside(self, paths):
+        """Refuses a file among `paths` named inside this directory that is a symbolic link (or
+        lies under one) leading out of it: an export copies what it reads beside the weights,
+        so a link to a private file would publish it. Object stores have no links."""
+        if "://" in self.path:
+            return
+        root = os.path.realpath(self.path)
+        named_root = os.path.abspath(self.path)
+        for path in paths:
+            if os.path.commonpath([named_root, os.path.abspath(path)]) != named_root:
+                continue  # named outside by the user (--checkpoint), not planted here
+            target = os.path.realpath(path)
+            if os.path.commonpath([root, target]) != root:
+                raise UserError(f"{path}: a link to {target}, outside {self.path}; only files "
+                                "inside the model directory are read (replace the link by a "
+                                "copy of the file)")
 
     def read_eval(self):
         """The latest evaluation (eval.json), or None."""
         return json.loads(self._read_text(EVAL_FILE)) if self.has(EVAL_FILE) else None
 
     def write_eval(self, results):
-        self._write_text(EVAL_FILE, eval_json(results))
+        self._write(EVAL_FILE, eval_json(results))
 
     def write_init_checkpoint(self, prefix, variables):
         """Records which original checkpoint a run started from (its step 0 weights)."""
         absolute = prefix if "://" in prefix else os.path.abspath(prefix)
         record = {"prefix": absolute, "variables": variables}
-        self._write_text(INIT_CHECKPOINT_FILE,
+        self._write(INIT_CHECKPOINT_FILE,
                          json.dumps(record, indent=2, sort_keys=True) + "\n")
