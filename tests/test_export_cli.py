@@ -123,6 +123,13 @@ def test_user_errors_are_one_line(trained, tmp_path, capsys):
         (tmp_path / "missing", tmp_path / "out", "no such directory"),
         (tmp_path / "taken", tmp_path / "out", "holds neither run_config.yaml"),
     ]
+    for flag, value in (("--seq-len", "-3"), ("--seq-len", "0"), ("--num-predict", "0")):
+        assert main(["export", "--model-dir", trained["model_dir"], "--format", "saved-model",
+                     "--output", str(tmp_path / "out"), flag, value]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines()
+                  if line.startswith("error:")]
+        assert errors == [f"error: {flag} {value}: must be positive (or leave it out for the "
+                          "run's value)"]
     for model_dir, output, message in cases:
         assert export(model_dir, "original-tf", output) == 2
         errors = [line for line in capsys.readouterr().err.splitlines()

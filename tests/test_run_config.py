@@ -31,12 +31,22 @@ def test_overrides_are_typed():
     ("model.reuse_len=3", "model.reuse_len: set data.reuse_len instead"),
     ("data.num_predict=80", "data.num_predict"),
     ("data.perm_size=5", "data.perm_size: 5 does not divide"),
+    ("train.learning_rate=.nan", "train.learning_rate: must be a finite number, got nan"),
+    ("train.learning_rate=.inf", "train.learning_rate: must be a finite number, got inf"),
+    ("train.learning_rate=-1e-4", "train.learning_rate: must be >= 0, got -0.0001"),
+    ("train.clip_norm=-.inf", "train.clip_norm: must be a finite number"),
+    ("train.seed=4294967296", "train.seed: must be < 2\\*\\*32, got 4294967296"),
     ("optim.lr=1", "unknown section"),
     ("steps", "expected section.key=value"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(UserError, match=message):
         load_run_config("tiny", [override])
+
+
+def test_a_frozen_run_keeps_learning_rate_zero():
+    assert load_run_config("tiny", ["train.learning_rate=0"]).train.learning_rate == 0
+    assert load_run_config("tiny", [f"train.seed={2 ** 32 - 1}"]).train.seed == 2 ** 32 - 1
 
 
 def test_impossible_mask_goal_is_a_config_error():

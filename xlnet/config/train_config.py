@@ -1,6 +1,7 @@
 """TrainConfig: optimizer, schedule, strategy, checkpoints and logging of `xlnet pretrain`."""
 
 import dataclasses
+import math
 from typing import Literal
 
 from xlnet.config.dataclass_io import from_mapping, option
@@ -50,6 +51,14 @@ class TrainConfig:
                 raise UserError(f"train.{name}: must be positive, got {getattr(self, name)}")
         if self.adam_epsilon <= 0:
             raise UserError(f"train.adam_epsilon: must be positive, got {self.adam_epsilon}")
+        # NaN passes every comparison below, and an infinite value trains nothing.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"train.{field.name}: must be a finite number, got {value}")
+        # A seed seeds numpy (keras.utils.set_random_seed) too, which takes 32 bits.
+        if self.seed >= 2 ** 32:
+            raise UserError(f"train.seed: must be < 2**32, got {self.seed}")
         # learning_rate 0 is allowed: it runs the data and memory through a frozen model.
         for name in ("learning_rate", "warmup_steps", "weight_decay", "clip_norm",
                      "peak_tflops", "seed", "eval_every"):

@@ -70,6 +70,10 @@ def _checkpoint_files(prefix):
     return tf.io.gfile.glob(f"{prefix}.*")
 
 
+def _given_or(value, default):
+    return default if value is None else value
+
+
 def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=None):
     """Writes `output` (a new directory) in format `fmt`; it appears only when complete.
 
@@ -77,6 +81,10 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
     the released 512/85)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown (use one of {', '.join(FORMATS)})")
+    for flag, value in (("--seq-len", seq_len), ("--num-predict", num_predict)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} {value}: must be positive (or leave it out for the "
+                            "run's value)")
     output = os.path.abspath(output)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise UserError(f"--output {output}: exists and is not empty; choose a new directory")
@@ -97,8 +105,9 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
             write_hf(arrays, config, staging)
         else:
             write_saved_model(arrays, config, staging,
-                              seq_len or (data.seq_len if data else RELEASED_SEQ_LEN),
-                              num_predict or (data.num_predict if data else RELEASED_NUM_PREDICT))
+                              _given_or(seq_len, data.seq_len if data else RELEASED_SEQ_LEN),
+                              _given_or(num_predict,
+                                        data.num_predict if data else RELEASED_NUM_PREDICT))
         if copies_tokenizer:
             # The released layout and transformers' XLNetTokenizer keep it beside the weights.
             # Written with open(), not tf.io.gfile.copy, which creates files 0o644 whatever
