@@ -1,5 +1,6 @@
-"""Checkpoints in the model directory: save every N steps, resume from the newest one that
-loads, refuse a directory that belongs to another model."""
+"""Checkpoints in the model directory: save every N steps, resume from the newest one on disk
+that loads, refuse a directory that belongs to another model or (without
+--allow-config-change) a resume whose train section changed; keep the tokenizer beside them."""
 
 import hashlib
 import logging
@@ -119,7 +120,7 @@ class CheckpointStore:
 
     The checkpoints to resume from are the ckpt-N.index files on disk, not the state file's
     list: a run whose state file was lost or garbled resumes instead of starting over and
-    overwriting them. The managers are made once `restore_newest` has read (and the chief
+    overwriting them. The manager is made once `restore_newest` has read (and the chief
     repaired) the state file, because tf.train.CheckpointManager refuses an empty one.
     """
 

@@ -36,6 +36,7 @@ class RunLock:
         self.model_dir = model_dir
         self.path = ModelDirectory(model_dir).join(LOCK_FILE)
         self._record = None
+        self._created_dir = False
 
     def holder(self):
         """The lock file's record {pid, host, since, token}, or None when there is none."""
@@ -65,6 +66,7 @@ class RunLock:
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "token": uuid.uuid4().hex}
+        self._created_dir = not tf.io.gfile.isdir(self.model_dir)
         tf.io.gfile.makedirs(self.model_dir)
         for _ in range(TAKE_OVER_ATTEMPTS):
             if self._create(record):
@@ -90,6 +92,15 @@ class RunLock:
             held = None
         if held is not None and held.get("token") == self._record["token"]:
             tf.io.gfile.remove(self.path)
+            # A run refused before its first write (e.g. a bad --init-checkpoint) leaves no
+            # directory behind when it made that directory for its lock. rmdir removes only
+            # an empty one, so a run that took the lock meanwhile keeps its directory; gfile
+            # has no such call, and an object store has no empty directories to remove.
+            if self._created_dir and "://" not in self.model_dir:
+                try:
+                    os.rmdir(self.model_dir)
+                except OSError:
+                    pass
         else:
             logger.warning("%s: no longer this run's lock; left as it is", self.path)
         self._record = None

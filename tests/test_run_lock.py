@@ -48,15 +48,20 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path):
             assert HELD.match(f"error: {refused.value}"), refused.value
             assert f"pid {os.getpid()} on {socket.gethostname()} since {record['since']}" in \
                 str(refused.value)
-    assert os.listdir(model_dir) == []  # released, and no temporary file left
+    # Released, no temporary file left, and the directory it made for the lock removed.
+    assert not os.path.exists(model_dir)
     RunLock(model_dir).acquire().release()
 
 
-def test_released_on_an_exception(tmp_path):
+def test_released_on_an_exception_leaving_no_directory_it_made(tmp_path):
     model_dir = str(tmp_path / "model")
     with pytest.raises(RuntimeError), RunLock(model_dir):
+        raise RuntimeError("the run failed before writing")
+    assert not os.path.exists(model_dir)
+    os.makedirs(model_dir)
+    with pytest.raises(RuntimeError), RunLock(model_dir):
         raise RuntimeError("the run failed")
-    assert not os.path.exists(os.path.join(model_dir, LOCK_FILE))
+    assert os.listdir(model_dir) == []  # a directory it found stays
 
 
 def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
