@@ -62,8 +62,8 @@ def _open_store(output_dir, split, range_index, suffix="bin"):
 
 
 def write_store(output_dir, split, range_index, tokenized, block_tokens):
-    """Parks one range's TokenizedRange of one split in blocks (`document_blocks`): its tokens, and an index
-    of where each block is."""
+    """Parks one range's TokenizedRange of one split in blocks (`document_blocks`): its
+    tokens, and an index of where each block is."""
     first_documents = np.flatnonzero(np.diff(
         document_blocks(tokenized.document_tokens, block_tokens), prepend=-1))  # [K]
     tokens, lines = (np.add.reduceat(counts, first_documents) if counts.size else counts

@@ -54,8 +54,8 @@ def test_layers_carry_keras_xlnet_names(release):
     names = {layer.name for layer in model.layers}
     per_block = ("Embed-Segment", "Attention", "Attention-Residual", "Attention-Normal",
                  "FeedForward", "FeedForward-Residual", "FeedForward-Normal")
-    expected = {"Embed-Token", "Masking", "Embed-Token-Masked", "Embed-Mask", "Memory-0", "Memory-1", "Embed-Pos",
-                "Permutation", "Softmax"}
+    expected = {"Embed-Token", "Masking", "Embed-Token-Masked", "Embed-Mask", "Memory-0",
+                "Memory-1", "Embed-Pos", "Permutation", "Softmax"}
     expected |= {f"{name}-{block}" for name in per_block for block in (1, 2)}
     if release["config"].untie_r:
         expected |= {f"{name}-{b}" for name in ("Relative-Bias", "Segment-Bias") for b in (1, 2)}

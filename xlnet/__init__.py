@@ -17,8 +17,8 @@ from xlnet.errors import UserError  # noqa: E402
 
 DISTRIBUTION = "xlnet-pipeline"  # pyproject.toml's name; its version is the one version string
 
-KERAS_XLNET_NAMES = ("Tokenizer", "build_xlnet", "load_trained_model_from_checkpoint", "ATTENTION_TYPE_UNI",
-                     "ATTENTION_TYPE_BI")
+KERAS_XLNET_NAMES = ("Tokenizer", "build_xlnet", "load_trained_model_from_checkpoint",
+                     "ATTENTION_TYPE_UNI", "ATTENTION_TYPE_BI")
 
 __all__ = ["XLNetLM", "XLNetConfig", "DataConfig", "TrainConfig", "RunConfig", "load_run_config",
            "UserError", *KERAS_XLNET_NAMES]
