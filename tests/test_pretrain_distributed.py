@@ -180,11 +180,11 @@ def _free_ports(count):
     return ports
 
 
-def _run_workers(data, model_dir, log_dir, overrides, signal_worker_at=None):
-    """Two `xlnet pretrain --strategy multi_worker` processes on loopback; returns their exit
-    statuses and logs. `signal_worker_at=(worker, step)` sends that worker SIGTERM once the
+def _run_workers(data, model_dir, log_dir, overrides, signal_worker_at=None, count=2):
+    """`count` `xlnet pretrain --strategy multi_worker` processes on loopback; returns their
+    exit statuses and logs. `signal_worker_at=(worker, step)` sends that worker SIGTERM once the
     chief has logged `step`. Every process group is killed at the deadline."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(count)]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1,localhost"
     command = [sys.executable, "-m", "xlnet", "pretrain", "--config", "tiny",
@@ -192,7 +192,7 @@ def _run_workers(data, model_dir, log_dir, overrides, signal_worker_at=None):
                "--log-every", "1"]
     for override in overrides:
         command += ["--set", override]
-    processes, logs = [], [os.path.join(log_dir, f"worker-{i}.log") for i in range(2)]
+    processes, logs = [], [os.path.join(log_dir, f"worker-{i}.log") for i in range(count)]
     try:
         for index, log in enumerate(logs):
             tf_config = {"cluster": {"worker": workers},
@@ -241,6 +241,26 @@ def test_two_worker_processes_give_the_mirrored_losses(dataset, two_replicas, tm
     assert not os.path.exists(tmp_path / "model" / ".worker-1")  # its scratch saves are gone
     np.testing.assert_allclose([losses[s] for s in sorted(losses)], two_replicas[0][2]["loss"],
                                rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_four_worker_processes_train_and_evaluate_as_one_process(dataset, tmp_path):
+    """4 processes of one replica each (local batch 2: one forward and one reversed row) give
+    the losses and the evaluation of a single process at the same global batch."""
+    alone = str(tmp_path / "alone")
+    losses_alone = record_run(dataset[0], alone, EQUIVALENCE)["loss"]
+    statuses, outputs = _run_workers(dataset[0], str(tmp_path / "four"), str(tmp_path),
+                                     EQUIVALENCE, count=4)
+    assert statuses == [0] * 4, "".join(output[-2000:] for output in outputs)
+    losses = _losses(outputs[0])
+    np.testing.assert_allclose([losses[s] for s in sorted(losses)], losses_alone,
+                               rtol=LOSS_RTOL)
+    evaluations = []
+    for model_dir in (alone, str(tmp_path / "four")):
+        with open(os.path.join(model_dir, "eval.json")) as f:
+            evaluations.append(json.load(f))
+    for key in ("loss", "loss_no_memory", "accuracy"):
+        assert evaluations[0][key] == pytest.approx(evaluations[1][key], rel=LOSS_RTOL), key
 
 
 @pytest.mark.slow
