@@ -47,6 +47,7 @@ class Document:
     lines: list  # decoded lines, stripped of the newline
     non_utf8_lines: int = 0
     overlong_lines: int = 0
+    nul_lines: int = 0  # lines holding a NUL byte: binary data, not text (skipped)
 
 
 def is_gzip(path):
@@ -266,7 +267,7 @@ def _non_blank_runs(lines):
 
 def _add_lines(document, lines):
     """Decodes a document's lines together; one by one only where one is skipped."""
-    if None not in lines:
+    if None not in lines and not any(b"\x00" in line for line in lines):
         try:
             text = b"\n".join(lines).decode("utf-8")
         except UnicodeDecodeError:
@@ -278,6 +279,9 @@ def _add_lines(document, lines):
     for line in lines:
         if line is None:
             document.overlong_lines += 1
+            continue
+        if b"\x00" in line:
+            document.nul_lines += 1
             continue
         try:
             document.lines.append(line.decode("utf-8").rstrip("\r\n"))

@@ -13,6 +13,27 @@ from xlnet.schema import (COMPLETED_FILE, EVAL, EVAL_DIR, INFO_FILE, PASS_DIR_PR
 
 logger = logging.getLogger(__name__)
 DOCUMENT_TOKENS_LOG2 = "document_tokens_log2_"  # + k: documents of 2^k to 2^(k+1)-1 tokens
+_SKIPPED_IN_FILE = "skipped_in_file"
+
+
+def skipped_in_file(source_split, file_index, kind):
+    """The count key of one file's skipped lines of one kind (non_utf8, over_1MiB, nul);
+    `source_split` tells the --input files from the --eval-input ones."""
+    return f"{_SKIPPED_IN_FILE}:{source_split}:{file_index}:{kind}"
+
+
+def skipped_lines_by_file(document_stats, source_files, eval_source_files):
+    """{path: {kind: lines}} of the files that had lines skipped, from every split's counts."""
+    paths = {TRAIN: source_files, EVAL: eval_source_files}
+    by_file = {}
+    for counts in document_stats.values():
+        for key, lines in counts.items():
+            if key.startswith(_SKIPPED_IN_FILE + ":"):
+                _, source_split, index, kind = key.split(":")
+                path = paths[source_split][int(index)]
+                by_file.setdefault(path, {}).setdefault(kind, 0)
+                by_file[path][kind] += lines
+    return {path: by_file[path] for path in sorted(by_file)}
 
 
 def _filesystems():
@@ -143,7 +164,8 @@ def summarize(file_results, document_stats, num_passes, seq_len):
         "empty_documents": document_stats.get("empty_documents", 0),
         "lines": document_stats.get("lines", 0),
         "skipped_lines": {"non_utf8": document_stats.get("skipped_lines_non_utf8", 0),
-                          "over_1MiB": document_stats.get("skipped_lines_over_1MiB", 0)},
+                          "over_1MiB": document_stats.get("skipped_lines_over_1MiB", 0),
+                          "nul": document_stats.get("skipped_lines_nul", 0)},
         "tokens_in": document_stats.get("tokens", 0),
         # documents by length: key k counts those of 2^k to 2^(k+1)-1 tokens
         "document_tokens_log2": {str(k): document_stats[f"{DOCUMENT_TOKENS_LOG2}{k}"]
@@ -185,6 +207,8 @@ class DatasetFinalizer:
 
         stats = summarize(split_results(TRAIN), document_stats.get(TRAIN, {}), config.num_passes,
                           config.seq_len)
+        stats["skipped_lines_by_file"] = skipped_lines_by_file(
+            document_stats, self.source_files, self.eval_source_files)
         passes = _split_passes(file_results, TRAIN, config.num_passes, config.seed)
         has_eval = any(s == EVAL for s, *_ in file_results)
         eval_passes = _split_passes(file_results, EVAL, 1, config.seed) if has_eval else []

@@ -9,7 +9,7 @@ from apache_beam.metrics import Metrics
 
 from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import read_documents
-from preprocessing.dataset_dir import DOCUMENT_TOKENS_LOG2
+from preprocessing.dataset_dir import DOCUMENT_TOKENS_LOG2, skipped_in_file
 from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, held_out,
                                           sentence_stream, tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
@@ -32,7 +32,7 @@ def load_checked_tokenizer(path, sha256, uncased):
 
 
 COUNT_NAMES = ("documents", "empty_documents", "lines", "tokens", "skipped_lines_non_utf8",
-               "skipped_lines_over_1MiB")
+               "skipped_lines_over_1MiB", "skipped_lines_nul")
 
 
 class _TokenizeRangeFn(beam.DoFn):
@@ -68,17 +68,20 @@ class _TokenizeRangeFn(beam.DoFn):
             counts = collections.Counter()
             for document in split_documents:
                 counts["documents"] += 1
-                counts["lines"] += (len(document.lines) + document.non_utf8_lines
-                                    + document.overlong_lines)
-                counts["skipped_lines_non_utf8"] += document.non_utf8_lines
-                counts["skipped_lines_over_1MiB"] += document.overlong_lines
+                skipped = {"non_utf8": document.non_utf8_lines,
+                           "over_1MiB": document.overlong_lines, "nul": document.nul_lines}
+                counts["lines"] += len(document.lines) + sum(skipped.values())
+                for kind, lines in skipped.items():
+                    if lines:
+                        counts[f"skipped_lines_{kind}"] += lines
+                        counts[skipped_in_file(source_split, document.key[0], kind)] += lines
             tokenized = tokenize_documents(self.tokenizer, split_documents, self.use_eod)
             counts["empty_documents"] = len(split_documents) - tokenized.document_tokens.size
             counts["tokens"] = tokenized.ids.size
             log2_lengths = np.log2(tokenized.document_tokens).astype(np.int64)  # lengths >= 1
-            for bucket, documents in enumerate(np.bincount(log2_lengths).tolist()):
-                if documents:
-                    counts[f"{DOCUMENT_TOKENS_LOG2}{bucket}"] = documents
+            for bucket, count in enumerate(np.bincount(log2_lengths).tolist()):
+                if count:
+                    counts[f"{DOCUMENT_TOKENS_LOG2}{bucket}"] = count
             write_store(self.output_dir, split, range_index, tokenized, self.block_tokens)
             for name in COUNT_NAMES:
                 self.counters[split, name].inc(counts[name])

@@ -65,6 +65,14 @@ def test_a_50_megabyte_line_is_skipped_and_counted(tmp_path):
     assert corpus_reader.MAX_LINE_BYTES < (50 << 20)
 
 
+def test_a_line_holding_a_nul_byte_is_skipped_and_counted(tmp_path):
+    path = tmp_path / "nul.txt"
+    path.write_bytes(b"text before\n\x00\x01binary\nmore text\n\nnext doc\n")
+    documents = _read_all(match_input_files(str(path)), 1 << 20)
+    assert [d.lines for d in documents] == [["text before", "more text"], ["next doc"]]
+    assert [d.nul_lines for d in documents] == [1, 0]
+
+
 def test_empty_glob_and_empty_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no files match"):
         match_input_files(str(tmp_path / "*.txt"))

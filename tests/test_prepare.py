@@ -31,7 +31,8 @@ SETTINGS = ["--set", "model.n_token=300", "--set", "data.num_streams=4",
 
 def _write_bad_lines(directory):
     with open(os.path.join(directory, "zz-bad.txt"), "wb") as f:
-        f.write(b"ka lo mi ne.\nbroken \xff\xfe bytes.\n" + b"x" * (2 << 20) + b"\nru sa to.\n")
+        f.write(b"ka lo mi ne.\nbroken \xff\xfe bytes.\n" + b"x" * (2 << 20)
+                + b"\nbinary \x00 data.\nru sa to.\n")
 
 
 UNICODE_BLANK_DOCUMENTS = 4
@@ -225,7 +226,10 @@ def test_records_rebuild_every_stream_and_follow_the_layout(workspace, prepared)
     assert info.tokenizer["vocab_size"] == 300 and len(info.passes) == 2
     assert info.eval_passes == [] and "eval" not in stats
     _check_split(workspace, output, data, info.passes, stats, TRAIN)
-    assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1}
+    assert stats["skipped_lines"] == {"non_utf8": 1, "over_1MiB": 1, "nul": 1}
+    bad_file = os.path.join(os.path.dirname(workspace["input"]), "zz-bad.txt")
+    assert stats["skipped_lines_by_file"] == {
+        bad_file: {"non_utf8": 1, "over_1MiB": 1, "nul": 1}}
     # 3 files of 40, the bad lines' one, and those split by Unicode or control whitespace
     assert stats["documents"] == 3 * 40 + 1 + UNICODE_BLANK_DOCUMENTS
     lengths = _document_lengths(workspace, data)
