@@ -290,13 +290,14 @@ def _add_lines(document, lines):
 
 
 def iter_text_lines(path):
-    """Decoded lines of one file (blank ones included), skipping undecodable or over-long ones.
+    """Decoded lines of one file (blank ones included), skipping undecodable or over-long ones
+    and those holding a NUL byte.
 
     Yields str, or None for each skipped line so that callers can count them.
     """
     with _open_binary(path) as f:
         for _, line in _bounded_lines(f, 0):
-            if line is None:
+            if line is None or b"\x00" in line:
                 yield None
                 continue
             try:

@@ -27,7 +27,7 @@ USER_DEFINED_SYMBOLS = ("<eop>", ".", "(", ")", '"', "-", "\u2013", "\u00a3", "\
 
 def sample_sentences(paths, max_sentences, seed, uncased):
     """A uniform sample of at most `max_sentences` normalised non-blank lines, and the
-    number of undecodable or over-long lines skipped."""
+    number of undecodable, over-long or NUL-holding lines skipped."""
     rng = np.random.Generator(np.random.PCG64(seed))
     reservoir, seen, skipped = [], 0, 0
     for path in paths:
@@ -63,7 +63,8 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
     if not sentences:
         raise UserError(f"--input {input_glob}: no text lines to train on")
     logger.info("training a %d-piece unigram model on %d of %d lines (%d lines skipped: not "
-                "UTF-8 or over 1 MiB)", vocab_size, len(sentences), seen, skipped)
+                "UTF-8, over 1 MiB or holding a NUL byte)", vocab_size, len(sentences), seen,
+                skipped)
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)
     try:
