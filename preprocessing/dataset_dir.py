@@ -13,27 +13,52 @@ from xlnet.schema import (COMPLETED_FILE, EVAL, EVAL_DIR, INFO_FILE, PASS_DIR_PR
 
 logger = logging.getLogger(__name__)
 DOCUMENT_TOKENS_LOG2 = "document_tokens_log2_"  # + k: documents of 2^k to 2^(k+1)-1 tokens
-_SKIPPED_IN_FILE = "skipped_in_file"
+_IN_FILE = "in_file"
+SKIPPED_KINDS = ("non_utf8", "over_1MiB", "nul")
 
 
-def skipped_in_file(source_split, file_index, kind):
-    """The count key of one file's skipped lines of one kind (non_utf8, over_1MiB, nul);
-    `source_split` tells the --input files from the --eval-input ones."""
-    return f"{_SKIPPED_IN_FILE}:{source_split}:{file_index}:{kind}"
+def in_file(source_split, file_index, kind):
+    """The count key of one input file's lines skipped (SKIPPED_KINDS), or its "tokens" and
+    "unk" tokens; `source_split` tells the --input files from the --eval-input ones."""
+    return f"{_IN_FILE}:{source_split}:{file_index}:{kind}"
 
 
-def skipped_lines_by_file(document_stats, source_files, eval_source_files):
-    """{path: {kind: lines}} of the files that had lines skipped, from every split's counts."""
+def counts_by_file(document_stats, source_files, eval_source_files):
+    """{path: {kind: count}} of every input file, from every split's counts."""
     paths = {TRAIN: source_files, EVAL: eval_source_files}
     by_file = {}
     for counts in document_stats.values():
-        for key, lines in counts.items():
-            if key.startswith(_SKIPPED_IN_FILE + ":"):
+        for key, count in counts.items():
+            if key.startswith(_IN_FILE + ":"):
                 _, source_split, index, kind = key.split(":")
-                path = paths[source_split][int(index)]
-                by_file.setdefault(path, {}).setdefault(kind, 0)
-                by_file[path][kind] += lines
-    return {path: by_file[path] for path in sorted(by_file)}
+                file_counts = by_file.setdefault(paths[source_split][int(index)], {})
+                file_counts[kind] = file_counts.get(kind, 0) + count
+    return by_file
+
+
+def skipped_lines_by_file(by_file):
+    """{path: {kind: lines}} of the files that had lines skipped."""
+    return {path: {kind: counts[kind] for kind in SKIPPED_KINDS if counts.get(kind)}
+            for path, counts in sorted(by_file.items())
+            if any(counts.get(kind) for kind in SKIPPED_KINDS)}
+
+
+def check_unknown_tokens(by_file, max_unk_fraction):
+    """Refuses a corpus whose share of `<unk>` tokens exceeds `max_unk_fraction`, naming the
+    file with the largest share: text the tokenizer cannot represent (another script or
+    language, another tokenizer's corpus) would train a model on `<unk>`."""
+    tokens = sum(counts.get("tokens", 0) for counts in by_file.values())
+    unknown = sum(counts.get("unk", 0) for counts in by_file.values())
+    if not tokens or unknown <= max_unk_fraction * tokens:
+        return
+    worst = max(by_file, key=lambda path: by_file[path].get("unk", 0)
+                / max(by_file[path].get("tokens", 0), 1))
+    share = by_file[worst].get("unk", 0) / max(by_file[worst].get("tokens", 0), 1)
+    raise UserError(
+        f"--input: {unknown / tokens:.1%} of the corpus's tokens are <unk>, above "
+        f"data.max_unk_fraction={max_unk_fraction} (worst: {worst}, {share:.1%}); the text is "
+        "not what the tokenizer was trained on: fix the input or the tokenizer, or raise "
+        "data.max_unk_fraction")
 
 
 def _filesystems():
@@ -207,8 +232,8 @@ class DatasetFinalizer:
 
         stats = summarize(split_results(TRAIN), document_stats.get(TRAIN, {}), config.num_passes,
                           config.seq_len)
-        stats["skipped_lines_by_file"] = skipped_lines_by_file(
-            document_stats, self.source_files, self.eval_source_files)
+        stats["skipped_lines_by_file"] = skipped_lines_by_file(counts_by_file(
+            document_stats, self.source_files, self.eval_source_files))
         passes = _split_passes(file_results, TRAIN, config.num_passes, config.seed)
         has_eval = any(s == EVAL for s, *_ in file_results)
         eval_passes = _split_passes(file_results, EVAL, 1, config.seed) if has_eval else []

@@ -139,9 +139,12 @@ def build_pipeline(pipeline, split_ranges, block_tokens, data_config, tokenizer,
     for split in splits:
         name = split.capitalize()
         num_streams = data_config.num_streams if split == TRAIN else data_config.eval_streams
+        # The train split's assignment checks the whole corpus's <unk> share first.
+        unk_check = ((data_config.max_unk_fraction, source_files, eval_source_files)
+                     if split == TRAIN else None)
         files.append(range_results
                      | f"Assign{name}Streams" >> AssignStreams(output_dir, split, num_streams,
-                                                               data_config.seq_len)
+                                                               data_config.seq_len, unk_check)
                      | f"Write{name}Streams" >> WriteStreams(data_config, tokenizer.path,
                                                              tokenizer.sha256, output_dir, split))
     finalizer = DatasetFinalizer(output_dir, data_config, tokenizer.describe(), source_files,

@@ -26,6 +26,7 @@ class TokenizedRange:
     line_lengths: np.ndarray  # [M] int64, each > 0; the <eod> counts in its document's last line
     document_tokens: np.ndarray  # [D] int64
     document_lines: np.ndarray  # [D] int64: entries of line_lengths per document
+    documents: np.ndarray  # [D] int64: each one's index among the Documents encoded
 
 
 def tokenize_documents(tokenizer, documents, use_eod):
@@ -49,6 +50,7 @@ def tokenize_documents(tokenizer, documents, use_eod):
         ids, document_tokens = with_eod, document_tokens + 1
         line_lengths[np.cumsum(document_lines) - 1] += 1
     return TokenizedRange(ids=ids, line_lengths=line_lengths, document_tokens=document_tokens,
+                          documents=np.flatnonzero(non_empty),
                           document_lines=document_lines)
 
 

@@ -9,13 +9,14 @@ from apache_beam.metrics import Metrics
 
 from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import read_documents
-from preprocessing.dataset_dir import DOCUMENT_TOKENS_LOG2, skipped_in_file
+from preprocessing.dataset_dir import (DOCUMENT_TOKENS_LOG2, check_unknown_tokens,
+                                       counts_by_file, in_file)
 from preprocessing.stream_builder import (StreamAssigner, check_stream_lengths, held_out,
                                           sentence_stream, tokenize_documents)
 from preprocessing.stream_writer import StreamWriter
 from preprocessing.token_store import ParkedBlocks, read_parked, read_store, write_store
 from xlnet.errors import UserError
-from xlnet.schema import EVAL, TRAIN
+from xlnet.schema import EVAL, TRAIN, UNK_ID
 
 COUNTER_NAMESPACE = "xlnet.prepare"
 
@@ -74,10 +75,11 @@ class _TokenizeRangeFn(beam.DoFn):
                 for kind, lines in skipped.items():
                     if lines:
                         counts[f"skipped_lines_{kind}"] += lines
-                        counts[skipped_in_file(source_split, document.key[0], kind)] += lines
+                        counts[in_file(source_split, document.key[0], kind)] += lines
             tokenized = tokenize_documents(self.tokenizer, split_documents, self.use_eod)
             counts["empty_documents"] = len(split_documents) - tokenized.document_tokens.size
             counts["tokens"] = tokenized.ids.size
+            _count_tokens_by_file(counts, source_split, split_documents, tokenized)
             log2_lengths = np.log2(tokenized.document_tokens).astype(np.int64)  # lengths >= 1
             for bucket, count in enumerate(np.bincount(log2_lengths).tolist()):
                 if count:
@@ -86,6 +88,21 @@ class _TokenizeRangeFn(beam.DoFn):
             for name in COUNT_NAMES:
                 self.counters[split, name].inc(counts[name])
             yield (split, range_index), dict(counts)
+
+
+def _count_tokens_by_file(counts, source_split, documents, tokenized):
+    """Adds each input file's tokens and `<unk>` tokens to `counts` (a range may hold several
+    files)."""
+    if not tokenized.document_tokens.size:
+        return
+    files = np.array([d.key[0] for d in documents], np.int64)[tokenized.documents]  # [D]
+    starts = np.cumsum(tokenized.document_tokens) - tokenized.document_tokens  # [D]
+    unknown = np.add.reduceat((tokenized.ids == UNK_ID).astype(np.int64), starts)  # [D]
+    for file_index in np.unique(files).tolist():
+        of_file = files == file_index
+        counts[in_file(source_split, file_index, "tokens")] += int(
+            tokenized.document_tokens[of_file].sum())
+        counts[in_file(source_split, file_index, "unk")] += int(unknown[of_file].sum())
 
 
 class TokenizeRanges(beam.PTransform):
@@ -132,9 +149,17 @@ class SumCounts(beam.PTransform):
 _FLUSH_BLOCKS = 1 << 18  # locations held by the assignment step before it hands them on
 
 
-def _assign(range_results, output_dir, split, num_streams, seq_len):
+def _assign(range_results, output_dir, split, num_streams, seq_len, unk_check=None):
     """Reads the split's ranges' indexes in corpus order; yields (stream, (part,
-    ParkedBlocks))."""
+    ParkedBlocks)). With `unk_check` (max_unk_fraction, source files, eval source files), first
+    refuses a corpus of too many `<unk>` tokens, before any stream is written."""
+    if unk_check is not None:
+        max_unk_fraction, source_files, eval_source_files = unk_check
+        document_stats = {}
+        for (result_split, _), counts in range_results:
+            document_stats.setdefault(result_split, collections.Counter()).update(counts)
+        check_unknown_tokens(counts_by_file(document_stats, source_files, eval_source_files),
+                             max_unk_fraction)
     assigner = StreamAssigner(num_streams)
     pending, held, part = [], 0, 0
     for range_index in sorted(index for (result_split, index), _ in range_results
@@ -173,18 +198,19 @@ class AssignStreams(beam.PTransform):
     indexes and hands the locations on in parts, so its memory does not grow with the corpus.
     """
 
-    def __init__(self, output_dir, split, num_streams, seq_len):
+    def __init__(self, output_dir, split, num_streams, seq_len, unk_check=None):
         super().__init__()
         self.output_dir = output_dir
         self.split = split
         self.num_streams = num_streams
         self.seq_len = seq_len
+        self.unk_check = unk_check
 
     def expand(self, range_results):
         return (range_results
                 | "CollectRanges" >> beam.combiners.ToList()
                 | "Assign" >> beam.FlatMap(_assign, self.output_dir, self.split,
-                                           self.num_streams, self.seq_len)
+                                           self.num_streams, self.seq_len, self.unk_check)
                 | "GroupStreams" >> beam.GroupByKey())
 
 

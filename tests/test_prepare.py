@@ -286,6 +286,24 @@ def test_a_separate_eval_corpus_leaves_the_train_streams_as_they_were(workspace,
     assert any(name.startswith("eval/pass-000/") for name in files)
 
 
+def test_a_corpus_of_unknown_text_is_refused_naming_the_worst_file(workspace, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    write_corpus(str(corpus), seed=4, files=1, documents_per_file=30)
+    with open(corpus / "zz-other-script.txt", "w", encoding="utf-8") as f:
+        # Space-separated: each character is a word of its own, and an <unk> token.
+        line = " ".join("\u4e2d\u6587\u672c\u884c\u5b57" * 4)
+        f.write("\n\n".join("\n".join([line] * 5) for _ in range(60)) + "\n")
+    argv = ["--input", str(corpus / "*.txt"), "--tokenizer", workspace["tokenizer"], "--output",
+            str(tmp_path / "out"), "--config", "tiny", *SETTINGS, "--direct_num_workers=1"]
+    message = _cli_error(argv, capsys)
+    assert "<unk>" in message and "zz-other-script.txt" in message
+    assert "data.max_unk_fraction=0.05" in message
+    assert not (tmp_path / "out" / COMPLETED_FILE).exists()
+    assert not (tmp_path / "out" / "pass-000").exists()  # refused before any stream file
+    stats = run(argv[:-1] + ["--set", "data.max_unk_fraction=1", "--direct_num_workers=1"])
+    assert stats["documents"] == 90
+
+
 def test_eval_input_and_eval_fraction_together_are_one_line(workspace, tmp_path, capsys):
     message = _cli_error(_argv(workspace, tmp_path / "out", "--eval-input", workspace["input"],
                                "--set", "data.eval_fraction=0.1"), capsys)

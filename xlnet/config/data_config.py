@@ -30,6 +30,9 @@ class DataConfig:
     eval_fraction: float = option(
         0.0, "documents held out for the eval split (chosen by a hash of the document's place "
         "and the seed); or give `prepare --eval-input`")
+    max_unk_fraction: float = option(
+        0.05, "refuse a corpus with more <unk> tokens than this share (names the worst file); "
+        "1 = no check")
     eval_num_streams: int = option(
         0, "forward streams of the eval split; 0 = num_streams (the global batch divides them)")
 
@@ -40,6 +43,9 @@ class DataConfig:
                 raise UserError(f"data.{name}: must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise UserError(f"data.eval_fraction: must be in [0, 1), got {self.eval_fraction}")
+        if not 0.0 < self.max_unk_fraction <= 1.0:
+            raise UserError(
+                f"data.max_unk_fraction: must be in (0, 1], got {self.max_unk_fraction}")
         if self.eval_num_streams < 0:
             raise UserError(f"data.eval_num_streams: must be >= 0, got {self.eval_num_streams}")
         if self.seed < 0:
