@@ -267,9 +267,10 @@ def _non_blank_runs(lines):
 
 def _add_lines(document, lines):
     """Decodes a document's lines together; one by one only where one is skipped."""
-    if None not in lines and not any(b"\x00" in line for line in lines):
+    joined = None if None in lines else b"\n".join(lines)
+    if joined is not None and b"\x00" not in joined:  # one scan of the bytes, not one per line
         try:
-            text = b"\n".join(lines).decode("utf-8")
+            text = joined.decode("utf-8")
         except UnicodeDecodeError:
             pass
         else:
