@@ -41,8 +41,9 @@ RECORD_FIELDS = ("seq_len", "reuse_len", "num_predict", "perm_size", "bi_data", 
                  "mask_beta", "max_gram", "span_unit", "uncased", "use_eod")
 
 
-def _join(directory, name):
-    return f"{directory.rstrip('/')}/{name}"
+def join_path(directory, *names):
+    """A path below `directory`, local or an object store URL (tf.io.gfile's form)."""
+    return "/".join([directory.rstrip("/"), *names])
 
 
 PASS_DIR_PREFIX = "pass-"
@@ -66,7 +67,7 @@ def read_stats(directory):
     import tensorflow as tf
 
     try:
-        with tf.io.gfile.GFile(_join(directory, STATS_FILE), "rb") as f:
+        with tf.io.gfile.GFile(join_path(directory, STATS_FILE), "rb") as f:
             return json.loads(f.read().decode("utf-8"))
     except Exception:  # noqa: BLE001 - any gfile backend error or bad JSON
         return {}
@@ -109,10 +110,10 @@ class DatasetInfo:
         """Reads a finished dataset directory; refuses one without COMPLETED."""
         import tensorflow as tf  # tf.io.gfile: paths may be gs://, s3://
 
-        info_path = _join(directory, INFO_FILE)
+        info_path = join_path(directory, INFO_FILE)
         if not tf.io.gfile.exists(directory):
             raise UserError(f"{directory}: no such dataset directory (run `xlnet prepare`)")
-        if not tf.io.gfile.exists(_join(directory, COMPLETED_FILE)):
+        if not tf.io.gfile.exists(join_path(directory, COMPLETED_FILE)):
             raise UserError(f"{directory}: no COMPLETED marker; `xlnet prepare` did not finish "
                             "there (run it again)")
         try:

@@ -32,6 +32,7 @@ import yaml
 
 from xlnet.config.run_config import run_config_from_yaml
 from xlnet.errors import UserError
+from xlnet.schema import join_path
 from xlnet.tokenizer import TOKENIZER_FILE
 
 RUN_CONFIG_FILE = "run_config.yaml"
@@ -66,10 +67,6 @@ def eval_scalar_tag(name):
 def data_scalar_tag(name):
     """Tag of what the dataset holds (stats.json), written once at a run's start."""
     return f"data/{name}"
-
-
-def join(directory, *names):
-    return "/".join([directory.rstrip("/"), *names])
 
 
 def eval_json(results):
@@ -141,7 +138,7 @@ class ModelDirectory:
         self.path = path
 
     def join(self, *names):
-        return join(self.path, *names)
+        return join_path(self.path, *names)
 
     @property
     def tokenizer_path(self):
