@@ -1,6 +1,7 @@
 """Typed, validated dataclasses from plain mappings (YAML/JSON), with errors that name the key."""
 
 import dataclasses
+import difflib
 import typing
 
 from xlnet.errors import UserError
@@ -73,10 +74,12 @@ def from_mapping(cls, mapping, section="", exclude=()):
         raise UserError(f"{section or 'config'}: expected a mapping of keys to values")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init} - set(exclude)
-    unknown = sorted(set(mapping) - names)
+    unknown = sorted(set(mapping) - names, key=str)
     if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
         raise UserError(
-            f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+            f"{prefix}{unknown[0]}: unknown key ({hint}known: {', '.join(sorted(names))})")
     values = {k: _coerce(v, hints[k], prefix + k) for k, v in mapping.items()}
     return values
 
