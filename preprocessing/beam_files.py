@@ -15,9 +15,16 @@ def write_file(path, data):
     if isinstance(data, str):
         data = data.encode("utf-8")
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
-    FileSystems.rename([temporary], [path])
+    try:
+        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(data)
+        FileSystems.rename([temporary], [path])
+    except BaseException:  # e.g. a full disk: leave no half-written temporary behind
+        try:
+            FileSystems.delete([temporary])
+        except Exception:  # never written, or already renamed
+            pass
+        raise
 
 
 def load_tokenizer(path, uncased=False, n_token=None):

@@ -10,13 +10,18 @@ and is one range.
 """
 
 import dataclasses
+import glob
 import gzip
 import io
 import itertools
+import logging
+import os
 
 import numpy as np
 
 from xlnet.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1 << 20  # a longer "sentence" is not text this pipeline can use
 RANGE_BYTES = 1 << 20
@@ -54,6 +59,14 @@ def is_gzip(path):
     return path.endswith(".gz")
 
 
+def _matching_directories(pattern):
+    """The local directories a glob matches (Beam's match leaves them out of a glob's matches
+    but returns a directory named exactly as if it were a file)."""
+    if "://" in pattern:
+        return []
+    return sorted(path for path in glob.glob(pattern) if os.path.isdir(path))
+
+
 def match_input_files(pattern):
     """Sorted (path, size) of the files matching a glob; a glob without files is an error."""
     from apache_beam.io.filesystems import FileSystems
@@ -62,7 +75,17 @@ def match_input_files(pattern):
         matches = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # BeamIOError for a bad scheme, a missing bucket, ...
         raise UserError(f"--input {pattern}: cannot list files ({e})") from None
-    files = sorted((m.path, m.size_in_bytes) for m in matches)
+    directories = _matching_directories(pattern)
+    files = sorted((m.path, m.size_in_bytes) for m in matches if m.path not in directories)
+    if directories and not files:
+        raise UserError(f"--input {pattern}: matches only directories ({directories[0]}"
+                        f"{f' and {len(directories) - 1} more' if len(directories) > 1 else ''})"
+                        f"; give a glob of the files in them, e.g. "
+                        f"'{os.path.join(directories[0], '*.txt')}'")
+    if directories:
+        logger.warning("--input %s: skipping %d matching directories (%s, ...): only files are "
+                       "read, not what is inside a directory", pattern, len(directories),
+                       directories[0])
     if not files:
         raise UserError(f"--input {pattern}: no files match; check the path or glob")
     if all(size == 0 for _, size in files):

@@ -23,6 +23,7 @@ from preprocessing.stream_builder import block_tokens_for
 from xlnet.config.data_config import DataConfig
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
+from xlnet.output_paths import check_output_directory, translate_filesystem_errors
 from xlnet.schema import EVAL, STATS_FILE, TRAIN
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
     data_config = run_config.data
     tokenizer_path = _local_to_absolute(tokenizer)
     output_dir = _local_to_absolute(output_dir)
+    check_output_directory(output_dir, "--output")
     tokenizer = load_tokenizer(tokenizer_path, uncased=data_config.uncased,
                                n_token=run_config.model.n_token)
     files = match_input_files(_local_to_absolute(input_glob))
@@ -254,9 +256,10 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
     started = time.monotonic()
     split_ranges = ([(TRAIN, pieces) for pieces in plan_ranges(files)]
                     + [(EVAL, pieces) for pieces in plan_ranges(eval_files)])
-    result = _run_pipeline(options, lambda pipeline: build_pipeline(
-        pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
-        source_files, eval_source_files))
+    with translate_filesystem_errors("--output", output_dir):
+        result = _run_pipeline(options, lambda pipeline: build_pipeline(
+            pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
+            source_files, eval_source_files))
     with FileSystems.open(FileSystems.join(output_dir, STATS_FILE)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     _log_summary(result, stats, time.monotonic() - started, output_dir)

@@ -16,6 +16,7 @@ import sentencepiece as spm
 from preprocessing.beam_files import write_file
 from preprocessing.corpus_reader import iter_text_lines, match_input_files
 from xlnet.errors import UserError
+from xlnet.output_paths import check_output_directory, translate_filesystem_errors
 from xlnet.schema import SPECIAL_PIECES
 from xlnet.tokenizer import TOKENIZER_FILE, Tokenizer, normalize_text
 
@@ -58,6 +59,7 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
     if vocab_size <= len(SPECIAL_PIECES) + len(USER_DEFINED_SYMBOLS) - 1:
         raise UserError(f"--vocab-size: {vocab_size} does not leave room beyond the "
                         f"{len(SPECIAL_PIECES) + len(USER_DEFINED_SYMBOLS) - 1} special pieces")
+    check_output_directory(output_dir, "--output")
     paths = [path for path, _ in match_input_files(input_glob)]
     sentences, seen, skipped = sample_sentences(paths, max_sentences, seed, uncased)
     if not sentences:
@@ -84,6 +86,7 @@ def train_tokenizer(input_glob, vocab_size, output_dir, uncased=False, max_sente
                         f"({reason}); lower --vocab-size or give more text") from None
     Tokenizer(model.getvalue(), path="trained model")  # checks the special ids
     path = FileSystems.join(output_dir, TOKENIZER_FILE)
-    write_file(path, model.getvalue())
+    with translate_filesystem_errors("--output", output_dir):
+        write_file(path, model.getvalue())
     logger.info("wrote %s", path)
     return path

@@ -13,9 +13,16 @@ def write_file(path, data):
     if isinstance(data, str):
         data = data.encode("utf-8")
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    with tf.io.gfile.GFile(temporary, "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(temporary, "wb") as f:
+            f.write(data)
+        tf.io.gfile.rename(temporary, path, overwrite=True)
+    except BaseException:  # e.g. a full disk: leave no half-written temporary behind
+        try:
+            tf.io.gfile.remove(temporary)
+        except Exception:  # never written, or already renamed
+            pass
+        raise
 
 
 def umask_mode(mode):

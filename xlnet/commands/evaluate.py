@@ -1,6 +1,7 @@
 """`xlnet evaluate`: the arguments of pretrain.evaluate.evaluate, and the table it prints."""
 
 from xlnet.commands import arguments
+from xlnet.output_paths import check_output_file
 
 NAME = "evaluate"
 HELP = "score a checkpoint on a dataset's eval (or train) split, with and without memory"
@@ -28,6 +29,9 @@ def configure_parser(parser):
                         help="where to write eval.json (default: into --model-dir)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set train.global_batch_size=4")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="build the model although its estimated memory exceeds the "
+                        "machine's (host MemAvailable, or the GPU's memory)")
     parser.add_argument("--verify-data", action="store_true",
                         help="check the split's stream files' crc32c and record counts too "
                         "(sizes and first records are checked always)")
@@ -48,10 +52,13 @@ def call(args, extra_argv):
     """Returns eval.json's content."""
     from pretrain.evaluate import evaluate
 
+    if args.output:
+        check_output_file(args.output, "--output")
     results = evaluate(args.data, model_dir=args.model_dir,
                        init_checkpoint=args.init_checkpoint, config=args.config,
                        overrides=args.set, split=args.split, max_segments=args.max_segments,
-                       output=args.output, verify_data=args.verify_data)
+                       output=args.output, verify_data=args.verify_data,
+                       memory_check=not args.no_memory_check)
     print(table(results))
     return results
 

@@ -1,6 +1,7 @@
 """`xlnet export`: the arguments of xlnet.formats.export.export."""
 
 from xlnet.commands import arguments
+from xlnet.output_paths import check_output_directory, translate_filesystem_errors
 from xlnet.formats.export import FORMATS, RELEASED_NUM_PREDICT, RELEASED_SEQ_LEN
 
 NAME = "export"
@@ -32,8 +33,10 @@ def call(args, extra_argv):
     """Returns the output directory."""
     from xlnet.formats.export import export
 
-    return export(args.model_dir, args.format, args.output, checkpoint=args.checkpoint,
-                  seq_len=args.seq_len, num_predict=args.num_predict)
+    check_output_directory(args.output, "--output")
+    with translate_filesystem_errors("--output", args.output):
+        return export(args.model_dir, args.format, args.output, checkpoint=args.checkpoint,
+                      seq_len=args.seq_len, num_predict=args.num_predict)
 
 
 def run(argv=None):

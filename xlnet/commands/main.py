@@ -14,6 +14,7 @@ import xlnet
 from xlnet.commands import (arguments, demo, evaluate, export, plan, prepare, pretrain,
                             train_tokenizer)
 from xlnet.errors import UserError
+from xlnet.output_paths import filesystem_error
 
 COMMANDS = {command.NAME: command
             for command in (train_tokenizer, prepare, pretrain, plan, evaluate, export, demo)}
@@ -70,6 +71,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # A full disk or a read-only mount met while writing: the user's to mend, so one line
+        # (whichever library wrapped the OSError); any other exception keeps its traceback.
+        message = None if debug else filesystem_error(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
