@@ -57,7 +57,8 @@ def _model_and_config(model_dir, init_checkpoint, config, overrides, data_dir):
 
 
 def evaluate(data_dir, model_dir=None, init_checkpoint=None, config=None, overrides=(),
-             split=schema.EVAL, max_segments=None, output=None, verify_data=False):
+             split=schema.EVAL, max_segments=None, output=None, verify_data=False,
+             memory_check=True):
     """Scores `split` of the dataset in `data_dir`; writes eval.json (into `model_dir`, or to
     `output`) and returns its content.
 
@@ -66,6 +67,7 @@ def evaluate(data_dir, model_dir=None, init_checkpoint=None, config=None, overri
     their start with fresh memory; `max_segments` bounds the segments scored (rounded up to
     whole batches), else each row reads the split's first epoch. The split's stream files
     are checked first (pretrain/dataset_check.py), with their checksums if `verify_data`.
+    `memory_check=False` builds the model although its estimated memory exceeds the machine's.
     """
     import tensorflow as tf
 
@@ -78,8 +80,11 @@ def evaluate(data_dir, model_dir=None, init_checkpoint=None, config=None, overri
                         "model directory to write it into)")
     run_config, info, build_model, prefix = _model_and_config(
         model_dir, init_checkpoint, config, overrides, data_dir)
-    check_dataset(info, data_dir, [split], checksums=verify_data)
     strategy = tf.distribute.get_strategy()
+    if memory_check:
+        from pretrain.memory_check import check_memory, local_devices
+        check_memory(run_config, *local_devices(strategy), evaluation=True)
+    check_dataset(info, data_dir, [split], checksums=verify_data)
     per_row = (math.ceil(max_segments / run_config.train.global_batch_size)
                if max_segments else None)
     model = build_model()

@@ -34,6 +34,9 @@ def configure_parser(parser):
                         help="resume although the train section differs from the model dir's "
                         "(e.g. another --steps or learning rate); the change is logged and "
                         "kept in run_config.history.yaml")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="start although the estimated memory of the step (`xlnet plan`) "
+                        "exceeds the machine's (host MemAvailable, or the GPU's memory)")
     parser.add_argument("--profile-steps", metavar="A,B",
                         help="write a TensorBoard profile of steps A to B")
     parser.add_argument("--verify-data", action="store_true",
@@ -64,7 +67,8 @@ def call(args, extra_argv):
     return pretrain(args.config, args.data, args.model_dir, overrides=overrides, tpu=args.tpu,
                     init_checkpoint=args.init_checkpoint,
                     profile_steps=parse_profile_steps(args.profile_steps),
-                    verify_data=args.verify_data, allow_config_change=args.allow_config_change)
+                    verify_data=args.verify_data, allow_config_change=args.allow_config_change,
+                    memory_check=not args.no_memory_check)
 
 
 def run(argv=None):
