@@ -9,6 +9,7 @@ output identical for any worker count or runner. A gzip file cannot be entered i
 and is one range.
 """
 
+import contextlib
 import dataclasses
 import glob
 import gzip
@@ -16,6 +17,7 @@ import io
 import itertools
 import logging
 import os
+import zlib
 
 import numpy as np
 
@@ -149,6 +151,20 @@ def _open_binary(path):
     return raw
 
 
+@contextlib.contextmanager
+def _whole_gzip(path):
+    """Turns a gzip file that breaks off or is corrupt past its first bytes (found only while
+    a worker reads it: checking before the job would decompress the corpus twice) into one
+    line naming the file."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        if not is_gzip(path):
+            raise
+        raise UserError(f"{path}: a truncated or corrupt gzip file ({e}); replace it with a "
+                        f"whole copy (`gzip -t {path}` tests one) or remove it") from None
+
+
 def is_blank_line(line):
     """Whether a line (bytes, without its newline) ends a document: its text is whitespace
     only. An undecodable line is not blank (it is skipped and counted inside its document)."""
@@ -248,7 +264,7 @@ def read_documents(file_range):
     Works a block of lines at a time: blank lines are found for the whole block at once, and
     each document's lines are decoded together.
     """
-    with _open_binary(file_range.path) as f:
+    with _whole_gzip(file_range.path), _open_binary(file_range.path) as f:
         if file_range.start:
             line_start, blank_before = _first_line_start(f, file_range.start)
         else:
@@ -319,7 +335,7 @@ def iter_text_lines(path):
 
     Yields str, or None for each skipped line so that callers can count them.
     """
-    with _open_binary(path) as f:
+    with _whole_gzip(path), _open_binary(path) as f:
         for _, line in _bounded_lines(f, 0):
             if line is None or b"\x00" in line:
                 yield None

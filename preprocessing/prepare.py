@@ -27,6 +27,7 @@ from xlnet.output_paths import check_output_directory, translate_filesystem_erro
 from xlnet.schema import EVAL, STATS_FILE, TRAIN
 
 logger = logging.getLogger(__name__)
+_WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
 _USER_ERROR_IN_WORKER = re.compile(r"UserError: (.+?)(?: \[while running '[^']*'\])?$", re.M)
 
 
@@ -182,12 +183,12 @@ def _run_pipeline(options, build):
         result = pipeline.run()
         result.wait_until_finish()
         return result
-    except UserError:
-        raise
+    except UserError as e:  # raised in this process; Beam appends " [while running 'X']"
+        raise UserError(_WHILE_RUNNING.sub("", str(e)).strip()) from None
     except Exception as e:  # a worker's UserError arrives wrapped in the runner's exception
         found = _USER_ERROR_IN_WORKER.findall(str(e))
         if found:
-            raise UserError(found[-1].strip()) from None
+            raise UserError(_WHILE_RUNNING.sub("", found[-1]).strip()) from None
         raise
 
 
