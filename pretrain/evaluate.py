@@ -14,6 +14,7 @@ from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
 from xlnet.formats.model_dir import EVAL_FILE, ModelDirectory, eval_json, restore_model_weights
 from xlnet.formats.original_checkpoint import assign_to_model
+from xlnet.output_paths import check_dataset_directory
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def evaluate(data_dir, model_dir=None, init_checkpoint=None, config=None, overri
     """
     import tensorflow as tf
 
+    check_dataset_directory(data_dir)
     if split not in schema.SPLITS:
         raise UserError(f"--split {split}: use one of {', '.join(schema.SPLITS)}")
     if max_segments is not None and max_segments <= 0:

@@ -5,7 +5,8 @@ import logging
 
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
-from xlnet.output_paths import check_output_directory, translate_filesystem_errors
+from xlnet.output_paths import (check_dataset_directory, check_output_directory,
+                                translate_filesystem_errors)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def pretrain(config, data_dir, model_dir, overrides=(), tpu=None, init_checkpoin
     Returns 0, or 143 after a SIGTERM (a checkpoint was saved).
     """
     run_config = load_run_config(config, overrides)
+    check_dataset_directory(data_dir)
     check_output_directory(model_dir, "--model-dir")
     if profile_steps is not None and not 0 < profile_steps[0] <= profile_steps[1]:
         raise UserError(f"--profile-steps {profile_steps[0]},{profile_steps[1]}: "

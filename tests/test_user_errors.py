@@ -159,6 +159,17 @@ def test_an_output_that_is_an_existing_file_is_refused_first(corpus, dataset, tr
     assert taken.read_text() == "precious" and sorted(os.listdir(tmp_path)) == ["taken"]
 
 
+@pytest.mark.parametrize("command", ["pretrain", "evaluate"])
+def test_data_that_is_a_file_is_refused_first(tmp_path, capsys, command):
+    (tmp_path / "data").write_text("not a dataset")
+    argv = {"pretrain": ["pretrain", "--config", "tiny", "--model-dir", str(tmp_path / "m")],
+            "evaluate": ["evaluate", "--model-dir", str(tmp_path / "m")]}[command]
+    line = one_error(argv + ["--data", str(tmp_path / "data")], capsys)
+    assert line == (f"error: --data {tmp_path / 'data'}: a file, not a dataset directory; give "
+                    "the directory `xlnet prepare --output` wrote")
+    assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
 def test_evaluate_output_that_is_a_directory_is_refused_first(dataset, trained, tmp_path,
                                                               capsys):
     line = one_error(["evaluate", "--data", dataset, "--model-dir", trained, "--split",

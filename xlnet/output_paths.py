@@ -82,6 +82,14 @@ def check_output_file(path, option):
     _check_parent(path, option, "file")
 
 
+def check_dataset_directory(path, option="--data"):
+    """Refuses a local `--data` that is a file (it would read as a dataset without COMPLETED)."""
+    path = str(path)
+    if not _is_remote(path) and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{option} {path}: a file, not a dataset directory; give the directory "
+                        "`xlnet prepare --output` wrote")
+
+
 def _chain(error):
     seen = []
     while error is not None and error not in seen:
