@@ -10,6 +10,7 @@ over that is refused, so a run the estimate wrongly refuses is one that would ne
 whole machine; `--no-memory-check` starts it anyway.
 """
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -54,9 +55,17 @@ def _gib(n):
 
 
 def required_bytes(run_config, replicas):
-    """(bytes per replica at the step's peak, its DeviceMemory) for the run's local batch."""
+    """(bytes per replica at the step's peak, its DeviceMemory) for the run's local batch.
+
+    pretrain/plan.py counts float32 activations; under `train.precision: mixed_bfloat16` most
+    are half as large, so they are counted at half here: the check refuses only what cannot
+    fit.
+    """
     local_batch = max(1, run_config.train.global_batch_size // max(1, replicas))
     memory = device_memory(run_config.model, run_config.data, local_batch)
+    if run_config.train.precision == "mixed_bfloat16":
+        memory = dataclasses.replace(memory, activations=memory.activations // 2,
+                                     activations_remat=memory.activations_remat // 2)
     return memory.peak(run_config.train.remat == "layer"), memory
 
 

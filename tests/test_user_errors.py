@@ -293,6 +293,10 @@ def test_the_memory_check_is_plans_estimate_against_what_is_available():
     with pytest.raises(UserError, match="per GPU"):
         check_memory(config, "GPU", 2, available=gpu_peak - 1)
     check_memory(config, "TPU", 1, available=1)  # not checked
+    bf16 = load_run_config("tiny", ["train.precision=mixed_bfloat16"])
+    bf16_peak = required_bytes(bf16, 2)[0]
+    assert bf16_peak < gpu_peak  # activations counted at half their float32 size
+    check_memory(bf16, "GPU", 2, available=bf16_peak)
     evaluation = memory.weights + memory.memory_state + memory.activations_remat
     assert evaluation < peak
     check_memory(config, "GPU", 1, available=evaluation, evaluation=True)
