@@ -137,13 +137,14 @@ def _commands(corpus, dataset, trained, output):
         "pretrain": ["pretrain", "--config", "tiny", "--data", dataset, "--steps", "2",
                      "--model-dir", output],
         "export": ["export", "--model-dir", trained, "--format", "hf", "--output", output],
+        "demo": ["demo", "--steps", "2", "--workdir", output],
     }
 
 
 COMMANDS = ("prepare", "train-tokenizer", "pretrain", "export")
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS + ("demo",))
 def test_an_output_that_is_an_existing_file_is_refused_first(corpus, dataset, trained,
                                                              tmp_path, capsys, command):
     taken = tmp_path / "taken"
@@ -194,7 +195,7 @@ def _tmpfs(path, options):
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS + ("demo",))
 def test_a_read_only_place_is_refused_first(corpus, dataset, trained, tmp_path, capsys,
                                             command):
     with _tmpfs(tmp_path / "ro", "size=1m,ro") as place:

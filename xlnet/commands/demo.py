@@ -10,6 +10,7 @@ import time
 
 from xlnet.commands import arguments
 from xlnet.errors import UserError
+from xlnet.output_paths import check_output_directory
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def configure_parser(parser):
 
 
 def prepare_workdir(workdir):
+    check_output_directory(workdir, "--workdir")
     if os.path.isdir(workdir) and os.listdir(workdir):
         if not os.path.exists(os.path.join(workdir, MARKER)):
             raise UserError(f"{workdir}: exists and is not a demo directory; pass --workdir "
