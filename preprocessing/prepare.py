@@ -9,6 +9,7 @@ Beam is imported only when the job runs: importing it installs a root logging ha
 would make the command line's logging set-up a no-op.
 """
 
+import contextlib
 import importlib
 import json
 import logging
@@ -23,6 +24,7 @@ from preprocessing.stream_builder import block_tokens_for
 from xlnet.config.data_config import DataConfig
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
+from xlnet.quiet_output import harmless_stderr_lines_dropped
 from xlnet.schema import EVAL, STATS_FILE, TRAIN
 
 logger = logging.getLogger(__name__)
@@ -175,11 +177,14 @@ def _runner(options):
 def _run_pipeline(options, build):
     import apache_beam as beam
 
+    quiet = logging.getLogger("apache_beam").getEffectiveLevel() > logging.INFO
     try:
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         build(pipeline)
-        result = pipeline.run()
-        result.wait_until_finish()
+        # Local worker processes write their first lines to the stderr they inherit.
+        with harmless_stderr_lines_dropped() if quiet else contextlib.nullcontext():
+            result = pipeline.run()
+            result.wait_until_finish()
         return result
     except UserError:
         raise
