@@ -20,6 +20,7 @@ import time
 from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import match_input_files, plan_ranges
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
+from preprocessing.job_progress import JobProgress, expected_stream_files
 from preprocessing.stream_builder import block_tokens_for
 from xlnet.config.data_config import DataConfig
 from xlnet.config.run_config import load_run_config
@@ -259,9 +260,15 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
     started = time.monotonic()
     split_ranges = ([(TRAIN, pieces) for pieces in plan_ranges(files)]
                     + [(EVAL, pieces) for pieces in plan_ranges(eval_files)])
-    result = _run_pipeline(options, lambda pipeline: build_pipeline(
-        pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
-        source_files, eval_source_files))
+    sizes = dict(files + eval_files)
+    range_bytes = [sum(piece.end - piece.start if piece.end >= 0 else sizes[piece.path]
+                       for piece in pieces) for _, pieces in split_ranges]
+    stream_files = expected_stream_files(data_config, bool(data_config.eval_fraction
+                                                           or eval_source_files))
+    with JobProgress(output_dir, range_bytes, stream_files):
+        result = _run_pipeline(options, lambda pipeline: build_pipeline(
+            pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
+            source_files, eval_source_files))
     with FileSystems.open(FileSystems.join(output_dir, STATS_FILE)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     _log_summary(result, stats, time.monotonic() - started, output_dir)

@@ -43,8 +43,9 @@ def test_uncased_model_has_no_upper_case_pieces(corpus, tmp_path):
 
 def test_sample_is_bounded_and_seeded(tmp_path):
     (tmp_path / "t.txt").write_text("".join(f"line {i}\n\n" for i in range(1000)))
-    sample, seen, skipped = sample_sentences([str(tmp_path / "t.txt")], 50, 0, False)
-    again, _, _ = sample_sentences([str(tmp_path / "t.txt")], 50, 0, False)
+    files = [(str(tmp_path / "t.txt"), (tmp_path / "t.txt").stat().st_size)]
+    sample, seen, skipped = sample_sentences(files, 50, 0, False)
+    again, _, _ = sample_sentences(files, 50, 0, False)
     assert len(sample) == 50 and seen == 1000 and skipped == 0 and sample == again
     numbers = sorted(int(s.split()[1]) for s in sample)
     assert numbers[-1] > 500  # reservoir sampling reaches the end of the corpus

@@ -52,41 +52,49 @@ def quiet_libraries(level):
         handler.addFilter(_DropHarmless())
 
 
-@contextlib.contextmanager
 def harmless_stderr_lines_dropped():
     """Routes file descriptor 2 (this process's and its children's) through a filter that
     drops the harmless lines; every other line passes on at once, in order."""
+    return stderr_filtered(lambda line: not is_harmless(line))
+
+
+@contextlib.contextmanager
+def stderr_filtered(keep):
+    """File descriptor 2 through `keep(line) -> bool` (called in a thread, in order); yields
+    a text stream to the real stderr, for output that must not pass the filter (a live bar
+    drawn from `keep`)."""
     sys.stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    relay = threading.Thread(target=_relay, args=(read_end, original), daemon=True)
+    relay = threading.Thread(target=_relay, args=(read_end, original, keep), daemon=True)
     relay.start()
+    direct = os.fdopen(os.dup(original), "w", buffering=1)
     try:
-        yield
+        yield direct
     finally:
         sys.stderr.flush()
         os.dup2(original, 2)  # closes the pipe's last write end this process holds
         # Children that outlive the block keep the pipe open: do not wait for them.
         relay.join(timeout=5)
+        direct.close()
         if not relay.is_alive():
             os.close(original)
 
 
-def _relay(read_end, destination):
+def _relay(read_end, destination, keep):
     pending = b""
     with open(read_end, "rb", buffering=0) as source:
         while chunk := source.read(65536):
             pending += chunk
             *lines, pending = re.split(rb"(?<=[\r\n])", pending)
-            _write_kept(lines, destination)
-    _write_kept([pending], destination)
+            _write_kept(lines, destination, keep)
+    _write_kept([pending], destination, keep)
 
 
-def _write_kept(lines, destination):
-    kept = b"".join(line for line in lines
-                    if line and not is_harmless(line.decode("utf-8", "replace")))
+def _write_kept(lines, destination, keep):
+    kept = b"".join(line for line in lines if line and keep(line.decode("utf-8", "replace")))
     while kept:
         kept = kept[os.write(destination, kept):]
 
