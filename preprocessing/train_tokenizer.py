@@ -117,6 +117,7 @@ class _TrainingProgress:
     _ROUND = re.compile(r"EM sub_iter=\d+ size=(\d+)")
 
     def __init__(self, vocab_size):
+        self.vocab_size = vocab_size
         self.target = 1.1 * vocab_size
         self.verbose = logger.isEnabledFor(logging.DEBUG)
         self.progress = None
@@ -126,11 +127,11 @@ class _TrainingProgress:
     @contextlib.contextmanager
     def shown_on(self, stream):
         self.stream = stream
-        try:
-            yield
-        finally:
-            if self.progress:
-                self.progress.finish()
+        yield
+        if self.progress:  # not reached when training fails: the error says why
+            self.progress.update(1000, f"{self.vocab_size:,} pieces, from "
+                                       f"{self.seed_pieces:,} seeds")
+            self.progress.finish()
 
     def keep(self, line):
         severity = self._SEVERITY.match(line)

@@ -1,5 +1,9 @@
 import hashlib
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 import sentencepiece as spm
@@ -68,3 +72,26 @@ def test_command_line(corpus, tmp_path, capsys):
     assert cli.main(["train-tokenizer", "--input", str(tmp_path / "none*.txt"),
                      "--vocab-size", "250", "--output", str(tmp_path / "n")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_sentencepiece_training_shows_as_progress_and_its_info_lines_do_not(corpus, tmp_path):
+    """On a terminal: a bar over the pruning from the seed pieces down to the vocabulary (its
+    INFO lines and the trainer spec dropped); its errors and our own log lines still show."""
+    result = subprocess.run(
+        ["script", "-qc", shlex.join([
+            sys.executable, "-m", "xlnet", "train-tokenizer", "--input", corpus,
+            "--vocab-size", "250", "--output", str(tmp_path / "tok")]), "/dev/null"],
+        capture_output=True, timeout=120)
+    screen = result.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert result.returncode == 0, screen[-2000:]
+    bars = re.findall(r"\r\x1b\[Ktraining the tokenizer: \[[#-]+\] (\d+)% ([\d,]+) pieces, "
+                      r"from ([\d,]+) seeds", screen)
+    assert bars, screen[-2000:]
+    percents = [int(p) for p, _, _ in bars]
+    assert percents == sorted(percents) and percents[-1] == 100
+    pieces = [int(n.replace(",", "")) for _, n, _ in bars]
+    assert pieces[-1] == 250 < int(bars[0][2].replace(",", ""))
+    lines = [line.split("\r")[-1].strip("\x1b[K") for line in screen.split("\n")]
+    assert all(re.match(r"\d{4}-\d\d-\d\d |$", line) for line in lines), lines
+    assert "wrote " in screen and "normalizer_spec" not in screen and "I0000" not in screen
