@@ -333,14 +333,15 @@ def iter_text_lines(path):
     """Decoded lines of one file (blank ones included), skipping undecodable or over-long ones
     and those holding a NUL byte.
 
-    Yields str, or None for each skipped line so that callers can count them.
+    Yields (byte offset, str), or (byte offset, None) for each skipped line so that callers can
+    count them; offsets are into the uncompressed text.
     """
     with _whole_gzip(path), _open_binary(path) as f:
-        for _, line in _bounded_lines(f, 0):
+        for offset, line in _bounded_lines(f, 0):
             if line is None or b"\x00" in line:
-                yield None
+                yield offset, None
                 continue
             try:
-                yield line.decode("utf-8").rstrip("\r\n")
+                yield offset, line.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
-                yield None
+                yield offset, None

@@ -9,6 +9,7 @@ Beam is imported only when the job runs: importing it installs a root logging ha
 would make the command line's logging set-up a no-op.
 """
 
+import contextlib
 import importlib
 import json
 import logging
@@ -19,11 +20,13 @@ import time
 from preprocessing.beam_files import load_tokenizer
 from preprocessing.corpus_reader import match_input_files, plan_ranges
 from preprocessing.dataset_dir import DatasetFinalizer, check_output_dir
+from preprocessing.job_progress import JobProgress, expected_stream_files
 from preprocessing.stream_builder import block_tokens_for
 from xlnet.config.data_config import DataConfig
 from xlnet.config.run_config import load_run_config
 from xlnet.errors import UserError
 from xlnet.output_paths import check_output_directory, translate_filesystem_errors
+from xlnet.quiet_output import harmless_stderr_lines_dropped
 from xlnet.schema import EVAL, STATS_FILE, TRAIN
 
 logger = logging.getLogger(__name__)
@@ -177,11 +180,14 @@ def _runner(options):
 def _run_pipeline(options, build):
     import apache_beam as beam
 
+    quiet = logging.getLogger("apache_beam").getEffectiveLevel() > logging.INFO
     try:
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         build(pipeline)
-        result = pipeline.run()
-        result.wait_until_finish()
+        # Local worker processes write their first lines to the stderr they inherit.
+        with harmless_stderr_lines_dropped() if quiet else contextlib.nullcontext():
+            result = pipeline.run()
+            result.wait_until_finish()
         return result
     except UserError as e:  # raised in this process; Beam appends " [while running 'X']"
         raise UserError(_WHILE_RUNNING.sub("", str(e)).strip()) from None
@@ -257,7 +263,13 @@ def prepare(input_glob, tokenizer, output_dir, config, overrides=(), beam_argv=(
     started = time.monotonic()
     split_ranges = ([(TRAIN, pieces) for pieces in plan_ranges(files)]
                     + [(EVAL, pieces) for pieces in plan_ranges(eval_files)])
-    with translate_filesystem_errors("--output", output_dir):
+    sizes = dict(files + eval_files)
+    range_bytes = [sum(piece.end - piece.start if piece.end >= 0 else sizes[piece.path]
+                       for piece in pieces) for _, pieces in split_ranges]
+    stream_files = expected_stream_files(data_config, bool(data_config.eval_fraction
+                                                           or eval_source_files))
+    with translate_filesystem_errors("--output", output_dir), \
+            JobProgress(output_dir, range_bytes, stream_files):
         result = _run_pipeline(options, lambda pipeline: build_pipeline(
             pipeline, split_ranges, block_tokens, data_config, tokenizer, output_dir,
             source_files, eval_source_files))

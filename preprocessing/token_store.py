@@ -7,10 +7,13 @@ instead of its tokens, so neither the runner nor any worker holds more than one 
 stream of tokens at a time.
 
 Store file: for each block, its documents' ids then their line lengths, int32 little-endian.
+Index file: per block its byte offset, tokens, lines and documents, int64 [4, K]; it is written
+last, so a range whose index exists is parked whole (the job's progress counts them).
 """
 
 import dataclasses
 import functools
+import re
 
 import numpy as np
 
@@ -76,14 +79,41 @@ def write_store(output_dir, split, range_index, tokenized, block_tokens):
     data[np.repeat(starts + tokens - (np.cumsum(lines) - lines), lines)
          + np.arange(tokenized.line_lengths.size)] = tokenized.line_lengths
     write_file(store_path(output_dir, split, range_index), data.tobytes())
-    index = np.stack([starts * _INT32.itemsize, tokens, lines]).astype("<i8")  # [3, K]
-    write_file(store_path(output_dir, split, range_index, "index"), index.tobytes())
+    documents = np.diff(first_documents, append=tokenized.document_tokens.size)  # [K]
+    index = np.stack([starts * _INT32.itemsize, tokens, lines, documents]).astype("<i8")
+    write_file(store_path(output_dir, split, range_index, "index"), index.tobytes())  # [4, K]
+
+
+def _read_index(output_dir, split, range_index):
+    with _open_store(output_dir, split, range_index, "index") as f:
+        return np.frombuffer(f.read(), "<i8").reshape(4, -1).astype(np.int64)  # [4, n]
+
+
+_INDEX_NAME = re.compile(r"(\w+)-range-(\d+)\.index$")
+
+
+def parked_ranges(output_dir):
+    """{(split, range index): the index file's modification time} of the ranges parked."""
+    from apache_beam.io.filesystems import FileSystems
+
+    pattern = FileSystems.join(output_dir, STORE_DIR, "*.index")
+    found = {}
+    for metadata in FileSystems.match([pattern])[0].metadata_list:
+        name = _INDEX_NAME.search(metadata.path)
+        if name:
+            found[name[1], int(name[2])] = metadata.last_updated_in_seconds
+    return found
+
+
+def parked_counts(output_dir, split, range_index):
+    """(documents, tokens) parked for one range of one split."""
+    index = _read_index(output_dir, split, range_index)
+    return int(index[3].sum()), int(index[1].sum())
 
 
 def read_parked(output_dir, split, range_index):
     """The ParkedBlocks of one range of one split, in corpus order."""
-    with _open_store(output_dir, split, range_index, "index") as f:
-        index = np.frombuffer(f.read(), "<i8").reshape(3, -1).astype(np.int64)  # [3, n]
+    index = _read_index(output_dir, split, range_index)
     return ParkedBlocks(range_indices=np.full(index.shape[1], range_index, np.int64),
                            store_offsets=index[0], tokens=index[1], lines=index[2])
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 from xlnet.formats.model_dir import (EVAL_LOG_DIR, EVAL_NO_MEMORY_LOG_DIR, LM_METRICS,
                                      TRAIN_LOG_DIR, data_scalar_tag, eval_scalar_tag, lm_tag,
                                      train_scalar_tag)
+from xlnet.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class _Reporter:
 
 
 class StepReporter(_Reporter):
-    """Accumulates per-step metrics between logs; writes one console line and TB scalars."""
+    """Accumulates per-step metrics between logs; writes one console line and TB scalars, and
+    on a terminal keeps a live progress bar under the lines (a context manager: the bar)."""
 
     def __init__(self, log_dir, total_steps, tokens_per_step, flops_per_token, peak_tflops,
                  enabled=True):
@@ -69,6 +71,7 @@ class StepReporter(_Reporter):
         self.tokens_per_step = tokens_per_step
         self.flops_per_token = flops_per_token
         self.peak_tflops = peak_tflops
+        self._progress = None
         self._reset(None)
 
     def _reset(self, now):
@@ -77,8 +80,19 @@ class StepReporter(_Reporter):
         self._sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0}
         self._layer_grad_norms = 0.0  # becomes [N]
 
-    def start(self, now):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._progress:
+            self._progress.finish()
+
+    def start(self, now, step):
         self._reset(now)
+        self._step = step
+        if self.enabled:
+            self._progress = Progress(logger, "pretrain", total=self.total_steps,
+                                      log_every_s=None, start=step).__enter__()
 
     def exclude(self, seconds):
         """Leaves time spent outside the training steps (an evaluation) out of the rates."""
@@ -87,6 +101,9 @@ class StepReporter(_Reporter):
     def add(self, metrics, layer_grad_norms):
         """One step's metrics (floats) and its gradient norm per layer [N]."""
         self._steps += 1
+        self._step += 1
+        if self._progress:
+            self._progress.update(self._step, f"loss {metrics['loss']:.4f}")
         for name in self._sums:
             self._sums[name] += metrics[name]
         self._layer_grad_norms = self._layer_grad_norms + layer_grad_norms

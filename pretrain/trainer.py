@@ -308,7 +308,8 @@ class Trainer:
             write_hparams(self.model_dir, self.config,
                           trial_id=self.model_dir.rstrip("/").rsplit("/", 1)[-1])
         iterator = iter(self._distributed_dataset(train.steps - start))
-        return self._loop(iterator, start, reporter, on_step)
+        with reporter:
+            return self._loop(iterator, start, reporter, on_step)
 
     def _loop(self, iterator, start, reporter, on_step):
         """Dispatches step N, then reads step N-1's metrics: the device runs one step ahead of
@@ -316,7 +317,7 @@ class Trainer:
         metrics first, so a checkpoint never follows an unchecked loss."""
         train = self.config.train
         memory = self.memory.current
-        reporter.start(time.perf_counter())
+        reporter.start(time.perf_counter(), start)
         pending = None  # the dispatched step whose metrics are not read yet
         for step in range(start + 1, train.steps + 1):
             self._maybe_profile(step, starting=True)

@@ -81,3 +81,14 @@ def test_the_package_exports_the_public_names_without_loading_tensorflow():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_tensorflow_command_shows_only_its_own_lines_unless_verbose(tmp_path):
+    """TensorFlow's runtime writes its start-up lines before any log level applies; they show
+    with --verbose only."""
+    args = ["export", "--model-dir", str(tmp_path / "missing"), "--format", "hf",
+            "--output", str(tmp_path / "out")]
+    quiet = run_xlnet(*args)
+    assert quiet.stderr.splitlines() == error_lines(quiet), quiet.stderr[-2000:]
+    verbose = run_xlnet("--verbose", *args)
+    assert "absl::InitializeLog" in verbose.stderr and len(error_lines(verbose)) == 1

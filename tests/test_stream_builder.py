@@ -6,7 +6,8 @@ from preprocessing.segmenter import cut_points
 from document_streams import TokenizedDocument, build_stream, tokenize_document
 from preprocessing.stream_builder import (StreamAssigner, block_tokens_for, check_stream_lengths,
                                           document_blocks, tokenize_documents)
-from preprocessing.token_store import read_parked, read_store, write_store
+from preprocessing.token_store import (parked_counts, parked_ranges, read_parked, read_store,
+                                       write_store)
 from tests.text_corpus import train_tiny_tokenizer
 from xlnet.errors import UserError
 from xlnet.schema import EOD_ID
@@ -106,6 +107,10 @@ def test_a_range_tokenized_at_once_equals_each_document_and_parks_them(tmp_path,
     assert ids.tolist() == [i for d in expected for i in d.ids.tolist()]
     assert line_lengths.tolist() == [n for d in expected for n in d.line_lengths.tolist()]
     write_store(str(tmp_path), "train", 4, tokenized, block_tokens=1000)  # one block
+    assert sorted(parked_ranges(str(tmp_path))) == [("train", 3), ("train", 4)]
+    for range_index in (3, 4):
+        assert parked_counts(str(tmp_path), "train", range_index) == (len(each),
+                                                                      tokenized.ids.size)
     parked = read_parked(str(tmp_path), "train", 4)
     assert parked.tokens.tolist() == [tokenized.ids.size]
     ids, line_lengths = read_store(str(tmp_path), "train", parked)

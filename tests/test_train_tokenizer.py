@@ -1,5 +1,9 @@
 import hashlib
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 import sentencepiece as spm
@@ -43,8 +47,9 @@ def test_uncased_model_has_no_upper_case_pieces(corpus, tmp_path):
 
 def test_sample_is_bounded_and_seeded(tmp_path):
     (tmp_path / "t.txt").write_text("".join(f"line {i}\n\n" for i in range(1000)))
-    sample, seen, skipped = sample_sentences([str(tmp_path / "t.txt")], 50, 0, False)
-    again, _, _ = sample_sentences([str(tmp_path / "t.txt")], 50, 0, False)
+    files = [(str(tmp_path / "t.txt"), (tmp_path / "t.txt").stat().st_size)]
+    sample, seen, skipped = sample_sentences(files, 50, 0, False)
+    again, _, _ = sample_sentences(files, 50, 0, False)
     assert len(sample) == 50 and seen == 1000 and skipped == 0 and sample == again
     numbers = sorted(int(s.split()[1]) for s in sample)
     assert numbers[-1] > 500  # reservoir sampling reaches the end of the corpus
@@ -67,3 +72,26 @@ def test_command_line(corpus, tmp_path, capsys):
     assert cli.main(["train-tokenizer", "--input", str(tmp_path / "none*.txt"),
                      "--vocab-size", "250", "--output", str(tmp_path / "n")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_sentencepiece_training_shows_as_progress_and_its_info_lines_do_not(corpus, tmp_path):
+    """On a terminal: a bar over the pruning from the seed pieces down to the vocabulary (its
+    INFO lines and the trainer spec dropped); its errors and our own log lines still show."""
+    result = subprocess.run(
+        ["script", "-qc", shlex.join([
+            sys.executable, "-m", "xlnet", "train-tokenizer", "--input", corpus,
+            "--vocab-size", "250", "--output", str(tmp_path / "tok")]), "/dev/null"],
+        capture_output=True, timeout=120)
+    screen = result.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert result.returncode == 0, screen[-2000:]
+    bars = re.findall(r"\r\x1b\[Ktraining the tokenizer: \[[#-]+\] (\d+)% ([\d,]+) pieces, "
+                      r"from ([\d,]+) seeds", screen)
+    assert bars, screen[-2000:]
+    percents = [int(p) for p, _, _ in bars]
+    assert percents == sorted(percents) and percents[-1] == 100
+    pieces = [int(n.replace(",", "")) for _, n, _ in bars]
+    assert pieces[-1] == 250 < int(bars[0][2].replace(",", ""))
+    lines = [line.split("\r")[-1].strip("\x1b[K") for line in screen.split("\n")]
+    assert all(re.match(r"\d{4}-\d\d-\d\d |$", line) for line in lines), lines
+    assert "wrote " in screen and "normalizer_spec" not in screen and "I0000" not in screen

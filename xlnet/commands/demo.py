@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "demo"
 HELP = "the whole job end to end on an embedded corpus"
+USES_TENSORFLOW = True
 PASSES_UNKNOWN_OPTIONS = False
 MARKER = ".xlnet-demo"
 EXPORT_FORMATS = ("original-tf", "hf")

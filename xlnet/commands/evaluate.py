@@ -5,6 +5,7 @@ from xlnet.output_paths import check_output_file
 
 NAME = "evaluate"
 HELP = "score a checkpoint on a dataset's eval (or train) split, with and without memory"
+USES_TENSORFLOW = True
 PASSES_UNKNOWN_OPTIONS = False
 ROWS = (("loss", "loss", "{:.4f}"), ("perplexity", "perplexity", "{:.2f}"),
         ("accuracy", "accuracy", "{:.4f}"))

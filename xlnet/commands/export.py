@@ -6,6 +6,7 @@ from xlnet.formats.export import FORMATS, RELEASED_NUM_PREDICT, RELEASED_SEQ_LEN
 
 NAME = "export"
 HELP = "write trained weights for the original code, HF or TF Serving"
+USES_TENSORFLOW = True
 PASSES_UNKNOWN_OPTIONS = False
 
 

@@ -15,6 +15,7 @@ from xlnet.commands import (arguments, demo, evaluate, export, plan, prepare, pr
                             train_tokenizer)
 from xlnet.errors import UserError
 from xlnet.output_paths import filesystem_error
+from xlnet.quiet_output import quiet_libraries, start_tensorflow_quietly
 
 COMMANDS = {command.NAME: command
             for command in (train_tokenizer, prepare, pretrain, plan, evaluate, export, demo)}
@@ -61,7 +62,9 @@ def main(argv=None):
         # Beam's runner and workers log every worker event at INFO; our stages log their own
         # progress. prepare hands this level on to the workers.
         if not args.verbose:
-            logging.getLogger("apache_beam").setLevel(max(logging.WARNING, logging.root.level))
+            quiet_libraries(logging.root.level)
+            if COMMANDS[args.command].USES_TENSORFLOW:
+                start_tensorflow_quietly()
         return arguments.exit_status(COMMANDS[args.command].call(args, extra))
     except UserError as e:
         if debug:

@@ -4,6 +4,7 @@ from xlnet.commands import arguments
 
 NAME = "plan"
 HELP = "size a run: parameters, FLOPs per token, memory per device, the batch that fits, steps/day"
+USES_TENSORFLOW = False
 PASSES_UNKNOWN_OPTIONS = False
 
 

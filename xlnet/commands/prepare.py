@@ -5,6 +5,7 @@ from xlnet.commands import arguments
 
 NAME = "prepare"
 HELP = "the Beam job: text -> streams, span masks, permutations -> TFRecords"
+USES_TENSORFLOW = False
 PASSES_UNKNOWN_OPTIONS = True
 
 

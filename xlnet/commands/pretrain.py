@@ -5,6 +5,7 @@ from xlnet.errors import UserError
 
 NAME = "pretrain"
 HELP = "train XLNet with tf.distribute, memory and TensorBoard"
+USES_TENSORFLOW = True
 PASSES_UNKNOWN_OPTIONS = False
 # Command-line flags that are shorthands for `--set train.<key>=<value>`.
 TRAIN_FLAGS = ("steps", "strategy", "log_every", "checkpoint_every", "seed")

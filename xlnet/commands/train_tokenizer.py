@@ -4,6 +4,7 @@ from xlnet.commands import arguments
 
 NAME = "train-tokenizer"
 HELP = "train a SentencePiece model with the original special ids"
+USES_TENSORFLOW = False
 PASSES_UNKNOWN_OPTIONS = False
 
 
