@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 
 from preprocessing.beam_files import load_tokenizer
@@ -183,7 +184,11 @@ def _run_pipeline(options, build):
     quiet = logging.getLogger("apache_beam").getEffectiveLevel() > logging.INFO
     try:
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
-        build(pipeline)
+        try:
+            build(pipeline)
+        except BaseException:  # run() removes Beam's temporary directory; we never ran
+            shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+            raise
         # Local worker processes write their first lines to the stderr they inherit.
         with harmless_stderr_lines_dropped() if quiet else contextlib.nullcontext():
             result = pipeline.run()

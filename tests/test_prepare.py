@@ -424,8 +424,11 @@ def test_an_interrupted_job_leaves_no_completed_and_can_run_again(workspace, tmp
     argv = ["--input", str(corpus / "*.txt"), "--tokenizer", workspace["tokenizer"],
             "--output", str(output), "--config", "tiny", *SETTINGS,
             "--set", "data.num_streams=16", "--direct_num_workers=1"]
+    # A killed job cannot remove Beam's temporary directory: keep it inside the test's.
+    (tmp_path / "tmp").mkdir()
     process = subprocess.Popen([sys.executable, "-m", "xlnet", "prepare", *argv],
-                               start_new_session=True, stderr=subprocess.DEVNULL)
+                               start_new_session=True, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     try:
         deadline = time.monotonic() + 120
         while not (output / "pass-000").exists() and time.monotonic() < deadline:
