@@ -32,9 +32,13 @@ def pretrain(config, data_dir, model_dir, overrides=(), tpu=None, init_checkpoin
     if profile_steps is not None and not 0 < profile_steps[0] <= profile_steps[1]:
         raise UserError(f"--profile-steps {profile_steps[0]},{profile_steps[1]}: "
                         "need 0 < A <= B")
+    if run_config.train.strategy == "multi_worker":
+        from pretrain.cluster import check_cluster_environment
+        check_cluster_environment()  # TF_CONFIG errors before TensorFlow is imported
     # The strategy comes first: multi-worker setup must precede any other TF work.
     from pretrain.distribution import create_strategy, is_chief
-    strategy = create_strategy(run_config.train.strategy, tpu=tpu)
+    strategy = create_strategy(run_config.train.strategy, tpu=tpu,
+                               cluster_timeout=run_config.train.cluster_timeout)
     if memory_check:
         from pretrain.memory_check import check_memory, local_devices
         check_memory(run_config, *local_devices(strategy))

@@ -31,6 +31,9 @@ class TrainConfig:
         "none", "layer: recompute each layer's activations in the backward pass (less memory)")
     strategy: Literal["default", "mirrored", "multi_worker", "tpu"] = option(
         "default", "tf.distribute strategy")
+    cluster_timeout: float = option(
+        600.0, "multi_worker: seconds to wait at start for every worker in TF_CONFIG to join "
+        "(the wait logs whom it misses, then fails with exit status 2)")
     resample_perm: bool = option(
         False, "sample a new factorization order every step instead of the stored one")
     log_every: int = option(100, "steps per console/TB log")
@@ -46,7 +49,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("global_batch_size", "steps", "grad_accum_steps", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "eval_segments"):
+                     "checkpoint_every", "keep_checkpoints", "eval_segments", "cluster_timeout"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name}: must be positive, got {getattr(self, name)}")
         if self.adam_epsilon <= 0:
