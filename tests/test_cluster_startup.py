@@ -1,5 +1,6 @@
 """Multi-worker start-up: TF_CONFIG refusals, the logged wait for a missing worker, its deadline,
-SIGTERM while waiting, the sockets a waiting worker listens on, and a late worker joining.
+SIGTERM while waiting and before training, the sockets a waiting worker (and TensorFlow) listen
+on, and a late worker joining.
 
 Worker processes run on 127.0.0.1 (free ports from port 0), each in its own session, with proxy
 variables removed; every survivor's process group is killed at the test's deadline."""
@@ -151,7 +152,7 @@ class Workers:
                             f"{pattern!r}:\n{self.log(index)[-3000:]}")
             if time.monotonic() > self.deadline:
                 pytest.fail(f"no {pattern!r} in time:\n{self.log(index)[-3000:]}")
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     def wait(self, index):
         try:
@@ -297,3 +298,23 @@ def test_cluster_timeout_must_be_positive():
     from xlnet.config.train_config import TrainConfig
     with pytest.raises(UserError, match="train.cluster_timeout: must be positive, got 0"):
         TrainConfig(cluster_timeout=0)
+
+
+@pytest.mark.slow
+def test_sigterm_after_the_cluster_formed_but_before_training_exits_at_once(dataset, tmp_path):
+    """TensorFlow's preemption notifier takes SIGTERM when its server starts; the start-up
+    takes it back until the trainer installs its own handler (model build, data checks)."""
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    with Workers(tmp_path) as workers:
+        for index in range(2):
+            workers.start(_tf_config(addresses, index), data=dataset,
+                          model_dir=str(tmp_path / "model"),
+                          overrides=["train.steps=50", "train.cluster_timeout=200"])
+        workers.wait_for_line(0, "all 2 workers joined")
+        workers.processes[0].send_signal(signal.SIGTERM)
+        status = workers.wait(0)
+        log = workers.log(0)
+    assert status == 143, log[-3000:]
+    assert _last_line(log).endswith(
+        "INFO pretrain.distribution: stopped by SIGTERM during start-up (before training "
+        "began)"), log[-3000:]
