@@ -7,6 +7,7 @@ import logging
 
 import tensorflow as tf
 
+from pretrain.memory_shards import remove_swept
 from xlnet.config.train_config import TrainConfig
 from xlnet.errors import UserError
 from xlnet.formats.model_dir import (CHECKPOINT_NAME, CHECKPOINT_STATE_FILE, RUN_CONFIG_FILE,
@@ -177,7 +178,12 @@ class CheckpointStore:
             tf.io.gfile.remove(self.directory.join(CHECKPOINT_STATE_FILE))
 
     def save(self, step):
+        """Saves ckpt-`step` (its memory shards are written before, see
+        pretrain/memory_state.py); the chief then removes the memory of the checkpoints the
+        manager swept."""
         path = self.manager.save(checkpoint_number=step)
         if self._scratch and tf.io.gfile.exists(self._scratch):
             tf.io.gfile.rmtree(self._scratch)
+        if self.chief:
+            remove_swept(self.directory, step)
         return path

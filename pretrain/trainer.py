@@ -106,7 +106,7 @@ class Trainer:
         self.memory = MemoryState(strategy, canonical_rows, model.n_layer, model.mem_len,
                                   model.d_model)
         checkpoint = training_checkpoint(self.model, self.optimizer, self.step,
-                                         self.data_position, self.memory.host)
+                                         self.data_position)
         self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,
                                            self.step, self.chief, worker_index(strategy))
         self.evaluator = None
@@ -204,11 +204,14 @@ class Trainer:
         `init_checkpoint` if given; returns the path restored from, or None."""
         path = self.checkpoints.restore_newest()
         if path:
+            # Only this worker's rows, from the shards that hold them.
+            self.memory.restore(self.directory, path)
             logger.info("resumed from %s at step %d", path, int(self.step.numpy()))
             if self.init_checkpoint:
                 logger.info("--init-checkpoint %s ignored: the model dir has checkpoints, "
                             "so the run resumes", self.init_checkpoint)
-        elif self.init_checkpoint:
+            return path
+        if self.init_checkpoint:
             path = self._initialize_from(self.init_checkpoint)
         self.memory.distribute()
         return path
@@ -223,8 +226,11 @@ class Trainer:
         return prefix
 
     def save(self):
-        self.memory.store()
-        path = self.checkpoints.save(int(self.step.numpy()))
+        step = int(self.step.numpy())
+        # Each worker's memory rows first; the chief's manifest once all are whole; then the
+        # checkpoint, whose index makes the whole count.
+        self.memory.save(self.directory, step, self.chief)
+        path = self.checkpoints.save(step)
         if self.chief:
             logger.info("saved checkpoint %s", path)
         return path

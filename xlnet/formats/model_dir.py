@@ -12,6 +12,10 @@ Layout of a model directory:
   checkpoint, ckpt-N.*    tf.train checkpoints of `training_checkpoint` below; `checkpoint`
                           is tf.train's state file, but a checkpoint counts when its
                           ckpt-N.index is on disk, listed there or not (`checkpoints()`)
+  memory/ckpt-N/          the recurrent memory of checkpoint ckpt-N, sharded by canonical row:
+                          `rows-AAAAAA-BBBBBB` (rows [A, B) as raw little-endian float32, each
+                          [N, M, D], written by the worker owning them) and `manifest.json`
+                          (pretrain/memory_shards.py); ckpt-N counts only with all of them
   .worker-K/              a non-chief worker's scratch checkpoint, removed after each save
   train/                  TensorBoard logs of training: `lm/loss|perplexity|accuracy` and
                           `train/<name>` (learning rate, gradient norm, throughput, ...)
@@ -47,6 +51,8 @@ PROFILE_DIR = "profile"
 LOCK_FILE = "LOCK"
 CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default: ckpt-N.index, ckpt-N.data-*
 CHECKPOINT_STATE_FILE = "checkpoint"  # tf.train's list of the checkpoints, newest last
+MEMORY_DIR = "memory"  # memory/ckpt-N/: the memory shards of ckpt-N and their manifest
+MEMORY_MANIFEST_FILE = "manifest.json"
 LM_METRICS = ("loss", "perplexity", "accuracy")  # tagged alike in the train and eval runs
 
 
@@ -89,13 +95,18 @@ def model_weights(model):
     return weights
 
 
-def training_checkpoint(model, optimizer, step, data_position, memory):
-    """The objects of a `ckpt-N`: weights, optimizer slots, step, data position (micro-steps
-    consumed) and the host copy of every row's memory."""
+def training_checkpoint(model, optimizer, step, data_position):
+    """The objects of a `ckpt-N`: weights, optimizer slots, step and data position (micro-steps
+    consumed). The rows' memory is beside it, sharded, in `memory/ckpt-N/`
+    (`ModelDirectory.memory_dir`); checkpoints written before the shards existed hold it as
+    `memory` ([global_batch, N, M, D], canonical row order), still read on resume."""
     import tensorflow as tf
 
     return tf.train.Checkpoint(model=model_weights(model), optimizer=optimizer, step=step,
-                               data_position=data_position, memory=memory)
+                               data_position=data_position)
+
+
+LEGACY_MEMORY_KEY = "memory/.ATTRIBUTES/VARIABLE_VALUE"  # the memory inside an older ckpt-N
 
 
 def restore_model_weights(model, prefix):
@@ -159,6 +170,28 @@ class ModelDirectory:
     @property
     def profile_dir(self):
         return self.join(PROFILE_DIR)
+
+    def memory_dir(self, step):
+        """Where the memory shards of ckpt-`step` and their manifest are."""
+        return self.join(MEMORY_DIR, f"{CHECKPOINT_NAME}-{step}")
+
+    def memory_manifest_path(self, step):
+        return self.join(MEMORY_DIR, f"{CHECKPOINT_NAME}-{step}", MEMORY_MANIFEST_FILE)
+
+    @staticmethod
+    def memory_shard_file(step, start, stop):
+        """The model-dir-relative name of the shard holding canonical rows [start, stop)."""
+        return f"{MEMORY_DIR}/{CHECKPOINT_NAME}-{step}/rows-{start:06d}-{stop:06d}"
+
+    def memory_steps(self):
+        """The N of every memory/ckpt-N directory here (complete or not), ascending."""
+        import tensorflow as tf
+
+        if not tf.io.gfile.isdir(self.join(MEMORY_DIR)):
+            return []
+        steps = [checkpoint_step(name.rstrip("/"))
+                 for name in tf.io.gfile.listdir(self.join(MEMORY_DIR))]
+        return sorted(step for step in steps if step is not None)
 
     def worker_scratch_dir(self, worker):
         return self.join(f".worker-{worker}")
