@@ -7,6 +7,7 @@ records of phase i are saved as `{i}/{name}` arrays.
 """
 
 import json
+import logging
 import os
 import sys
 
@@ -50,6 +51,7 @@ def record_run(data_dir, model_dir, overrides, strategy=None):
 def _main(spec_path, out_path):
     with open(spec_path) as f:
         spec = json.load(f)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")
