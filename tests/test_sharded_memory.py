@@ -158,6 +158,21 @@ def _manifest(model_dir, step):
         return json.load(f)
 
 
+def _whole_memory(model_dir, step):
+    """Every row's memory saved in ckpt-`step`, by canonical row."""
+    directory = ModelDirectory(model_dir)
+    prefix = directory.checkpoint_prefix(step)
+    manifest = memory_shards.read_manifest(directory, step, prefix)
+    return memory_shards.read_rows(directory, manifest, list(range(8)), prefix)[0]
+
+
+def _check_memory_at_10(model_dir, reference):
+    """The memory saved at the end equals the uninterrupted run's (a memory restored wrong,
+    even all zeros, shows here ~1e-2, and in the losses only ~1e-4)."""
+    np.testing.assert_allclose(_whole_memory(model_dir, 10), _whole_memory(reference, 10),
+                               atol=RESUME_ATOL, rtol=0)
+
+
 def _bytes_by_worker(model_dir, step):
     """Memory bytes on disk per writing worker, from the files the manifest lists."""
     by_worker = {}
@@ -210,6 +225,7 @@ def test_resumed_on_two_workers_each_reads_its_half_and_the_losses_continue(
     assert sorted(resumed) == [6, 7, 8, 9, 10]  # resumed, not restarted
     for step, loss in resumed.items():
         assert loss == pytest.approx(losses[step], abs=RESUME_ATOL), step
+    _check_memory_at_10(model_dir, reference)
     for worker, output in enumerate(outputs):  # 4 rows of 24,576 bytes, from its 2 shards
         assert f"worker {worker} read the memory of 4 rows (98304 bytes) from 2 of 4 shards " \
                f"of {model_dir}/ckpt-5" in output
@@ -233,6 +249,7 @@ def test_resumed_on_one_worker_of_two_replicas_the_losses_continue(saved_by_two_
     assert records["0/step"].tolist() == [6, 7, 8, 9, 10]
     np.testing.assert_allclose(records["0/loss"], [losses[s] for s in range(6, 11)],
                                atol=RESUME_ATOL, rtol=0)
+    _check_memory_at_10(model_dir, reference)
     assert "worker 0 read the memory of 8 rows (196608 bytes) from 4 of 4 shards" in output
     # Saved again by one worker: one shard of all 8 rows, twice each worker's share of two.
     assert _bytes_by_worker(model_dir, 10) == {0: 8 * 2 * 48 * 64 * 4}
@@ -249,6 +266,7 @@ def test_resumed_on_one_replica_the_losses_continue(saved_by_two_workers):
     # One replica sums in another order than two (float32).
     np.testing.assert_allclose(records["loss"], [losses[s] for s in range(6, 11)],
                                atol=RESUME_ATOL, rtol=0)
+    _check_memory_at_10(model_dir, reference)
 
 
 @pytest.mark.slow
