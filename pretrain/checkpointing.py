@@ -27,7 +27,8 @@ FIXED_TRAIN_KEYS = ("global_batch_size",)
 # shapes the learning-rate schedule, the rate itself, the seed, ...) needs
 # --allow-config-change.
 FREE_TRAIN_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
-                   "eval_segments", "peak_tflops", "strategy", "jit_compile", "remat")
+                   "eval_segments", "peak_tflops", "strategy", "jit_compile", "remat",
+                   "cluster_timeout")
 
 
 def check_model_dir(model_dir, run_config, allow_config_change=False):

@@ -85,7 +85,7 @@ def check_memory(run_config, device_kind, replicas, available=None, evaluation=F
         # bounded by what a recomputing step keeps (every layer's inputs, one layer's work).
         peak = memory.weights + memory.memory_state + memory.activations_remat
     if device_kind == "CPU":
-        # The replicas share the host, which also keeps the whole batch's memory for saving.
+        # The replicas share the host, which also takes a copy of their rows at a save.
         host_state = memory.memory_state // 2 * replicas
         need, per = peak * replicas + host_state, f"{replicas} replica(s) on the host"
         if available is None:

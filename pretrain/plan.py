@@ -120,7 +120,6 @@ class Plan:
     memory: DeviceMemory
     device_bytes: int  # 0 = not given
     largest_local_batch: dict  # {"none": rows, "layer": rows} when device_bytes is given
-    host_memory_state: int  # bytes of the whole batch's memory each worker keeps for saving
     tokens_per_step: int
     mfu: float
     peak_tflops: float  # per device
@@ -154,7 +153,5 @@ def plan(run_config, global_batch_size=None, devices=1, device_memory_gb=None, m
         global_batch_size=global_batch_size, devices=devices, local_batch_size=local_batch,
         memory=device_memory(model, data, local_batch), device_bytes=device_bytes,
         largest_local_batch=fits,
-        host_memory_state=global_batch_size * model.n_layer * model.mem_len * model.d_model
-        * FLOAT32,
         tokens_per_step=tokens_per_step, mfu=mfu, peak_tflops=peak_tflops,
         steps_per_day=SECONDS_PER_DAY / seconds_per_step)

@@ -40,8 +40,8 @@ def report(p, remat):
         "memory per device:",
         f"  weights {_mib(m.weights)}, optimizer slots {_mib(m.optimizer)}, gradients "
         f"{_mib(m.gradients)} per copy",
-        f"  memory state (in and out) {_mib(m.memory_state)}; each worker also keeps the whole "
-        f"batch's, {_mib(p.host_memory_state)}, for checkpoints",
+        f"  memory state (in and out) {_mib(m.memory_state)}; a save copies the device's rows, "
+        f"{_mib(m.memory_state // 2)}, to the host for its worker's memory shard",
         f"  activations {_mib(m.activations)} (train.remat=layer: {_mib(m.activations_remat)})",
         f"  step peak {_mib(m.peak(False))} (train.remat=layer: {_mib(m.peak(True))}); "
         f"this config: train.remat={'layer' if remat else 'none'}",
