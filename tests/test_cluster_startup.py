@@ -318,3 +318,17 @@ def test_sigterm_after_the_cluster_formed_but_before_training_exits_at_once(data
     assert _last_line(log).endswith(
         "INFO pretrain.distribution: stopped by SIGTERM during start-up (before training "
         "began)"), log[-3000:]
+
+
+def test_a_port_of_this_task_that_is_taken_is_one_line_naming_it():
+    from pretrain.cluster import PortHolder
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(UserError, match=re.escape(
+                f"TF_CONFIG: port {address.split(':')[1]} of this task (worker 0 at "
+                f"{address}) is taken")):
+            with PortHolder(("worker", 0, address)):
+                pass
