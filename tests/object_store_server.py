@@ -148,6 +148,11 @@ def serve(directory):
             if self.headers.get("Host", "").split(":")[0] in GCS_HOSTS:
                 del self.headers["Host"]
                 self.headers["Host"] = "127.0.0.1:%d" % self.server.server_address[1]
+            # libcurl asks before sending a body (Expect: 100-continue) and waits a second for
+            # the answer, which http.server gives only to HTTP/1.1 servers; GCS answers at once.
+            if self.headers.get("Expect", "").lower() == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.wfile.flush()
             return True
 
         def log_message(self, format, *args):

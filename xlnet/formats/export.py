@@ -75,7 +75,8 @@ def _given_or(value, default):
 
 
 def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=None):
-    """Writes `output` (a new directory) in format `fmt`; it appears only when complete.
+    """Writes `output` (a new directory) in format `fmt`; it appears only when complete. On
+    an object store (a URL) it is staged locally, then uploaded file by file (see _upload).
 
     `seq_len`/`num_predict` fix the SavedModel's shapes (default: the run's data section, or
     the released 512/85)."""
@@ -85,15 +86,26 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
         if value is not None and value <= 0:
             raise UserError(f"{flag} {value}: must be positive (or leave it out for the "
                             "run's value)")
-    output = os.path.abspath(output)
-    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
-        raise UserError(f"--output {output}: exists and is not empty; choose a new directory")
+    remote = "://" in output  # an object store URL (gs://): staged here, then uploaded
+    if remote:
+        import tensorflow as tf
+
+        output = output.rstrip("/")
+        if tf.io.gfile.exists(output) and (not tf.io.gfile.isdir(output)
+                                           or tf.io.gfile.listdir(output)):
+            raise UserError(f"--output {output}: exists and is not empty; choose a new "
+                            "directory")
+    else:
+        output = os.path.abspath(output)
+        if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+            raise UserError(f"--output {output}: exists and is not empty; choose a new "
+                            "directory")
     source = ModelDirectory(model_dir)
     copies_tokenizer = fmt != "saved-model" and source.has(TOKENIZER_FILE)
     if copies_tokenizer:
         source.check_inside([source.tokenizer_path])
     config, data, arrays = load_weights(model_dir, checkpoint)
-    parent = os.path.dirname(output)
+    parent = tempfile.mkdtemp(prefix="xlnet-export-") if remote else os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
     # mkdtemp makes it private; it becomes the output, which gets what mkdir would give.
@@ -114,8 +126,34 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
             # the umask.
             with open(os.path.join(staging, TOKENIZER_FILE), "wb") as f:
                 f.write(source.read_tokenizer())
-        os.replace(staging, output)
+        if remote:
+            _upload(staging, output)
+        else:
+            os.replace(staging, output)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(parent if remote else staging, ignore_errors=True)
     logger.info("exported %s (%s) to %s", model_dir, fmt, output)
     return output
+
+
+# The files that name or describe the others: uploaded last, so that an export cut short on an
+# object store (which has no rename of a directory) lacks them and is not taken for whole.
+_DESCRIBING_FILES = ("checkpoint", CONFIG_NAME, "config.json", "saved_model.pb")
+
+
+def _upload(staging, output):
+    """Copies the staged export to `output` on an object store, one whole object per file:
+    the weights first, the describing files last."""
+    import tensorflow as tf
+
+    files, folders = [], []
+    for folder, subfolders, names in os.walk(staging):
+        relative = os.path.relpath(folder, staging)
+        if not names and not subfolders:
+            folders.append(relative)  # e.g. a SavedModel's empty assets/
+        files += [os.path.normpath(os.path.join(relative, name)) for name in names]
+    for relative in folders:
+        tf.io.gfile.makedirs(f"{output}/{relative}")
+    for relative in sorted(files, key=lambda r: (os.path.basename(r) in _DESCRIBING_FILES, r)):
+        tf.io.gfile.copy(os.path.join(staging, relative),
+                         f"{output}/{relative.replace(os.sep, '/')}", overwrite=True)
