@@ -1,4 +1,4 @@
-"""Whole-file writes through tf.io.gfile (local, gs://, s3://) that a reader never sees
+"""Whole-file writes through tf.io.gfile (local, gs://) that a reader never sees
 half-done: the model library's and the trainer's way to write a file another stage reads.
 (The corpus job writes through Beam's FileSystems instead: preprocessing/beam_files.py.)"""
 
