@@ -44,6 +44,13 @@ def tree(url):  # {relative name: sha256} of every object below url
                 found[path[len(url.rstrip("/")) + 1:]] = hashlib.sha256(f.read()).hexdigest()
     return found
 
+def snapshot(url):  # tree(url), and the text of its .json files: one client start
+    texts = {}
+    for name in tree(url):
+        if name.endswith(".json"):
+            texts[name] = read(url.rstrip("/") + "/" + name)
+    return {"tree": tree(url), "json": texts}
+
 def read(url):
     with tf.io.gfile.GFile(url, "rb") as f:
         return f.read().decode("utf-8")
@@ -173,7 +180,8 @@ def datasets(store, env, tmp_path_factory):
 def test_prepare_writes_to_the_store_the_dataset_it_writes_locally(store, env, datasets):
     """Byte-identical stream files and stats; dataset_info.json differs only in the paths
     it records; no temporary or parked object is left."""
-    on_store, local = _client(env, "tree", datasets["store"]), _local_tree(datasets["local"])
+    found = _client(env, "snapshot", datasets["store"])
+    on_store, local = found["tree"], _local_tree(datasets["local"])
     assert sorted(on_store) == sorted(local)
     assert "COMPLETED" in on_store and "pass-001/stream-00007.tfrecord" in on_store
     for name in local:
@@ -186,8 +194,8 @@ def test_prepare_writes_to_the_store_the_dataset_it_writes_locally(store, env, d
     for name in ("dataset_info.json", "stats.json"):
         with open(os.path.join(datasets["local"], name)) as f:
             here = described(f.read(), datasets["corpus"], datasets["tokenizer"])
-        there = described(_client(env, "read", f"{datasets['store']}/{name}"),
-                          store.url("corpus"), store.url("tok/spiece.model"))
+        there = described(found["json"][name], store.url("corpus"),
+                          store.url("tok/spiece.model"))
         assert there == here, name
 
 
@@ -287,9 +295,11 @@ def _numbers(tree, prefix=""):
 
 
 @pytest.mark.slow
-def test_export_reads_the_store_and_writes_there_or_locally(store, env, trained, tmp_path):
+def test_export_reads_the_store_and_writes_there_or_locally(store, env, datasets, trained,
+                                                            tmp_path):
     """Both outputs hold the same bytes; on the store the describing files are uploaded
-    after the weights; an output on the store that is not empty is refused."""
+    after the weights; an output on the store that is not empty is refused; a new run starts
+    from the export on the store."""
     for fmt in ("hf", "original-tf"):
         url, local = store.url(f"export-{fmt}"), str(tmp_path / fmt)
         for output in (url, local):
@@ -312,6 +322,17 @@ def test_export_reads_the_store_and_writes_there_or_locally(store, env, trained,
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: --output {store.url('export-hf')}: exists and is not empty; choose a new "
         "directory")
+
+    # The original-tf export on the store starts a new run there (--init-checkpoint).
+    prefix = store.url("export-original-tf/xlnet_model.ckpt")
+    result = _xlnet(env, "pretrain", "--config", "tiny", "--data", datasets["store"],
+                    "--model-dir", store.url("from-export"), "--init-checkpoint",
+                    store.url("export-original-tf"), "--steps", "1", "--set",
+                    "model.n_token=300")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"variables from {prefix}; the optimizer starts fresh" in result.stderr
+    record = json.loads(_client(env, "read", store.url("from-export/init_checkpoint.json")))
+    assert record["prefix"] == prefix
 
 
 @pytest.mark.slow
