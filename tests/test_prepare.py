@@ -1,6 +1,7 @@
 """The Beam job end to end on tiny real inputs (a real SentencePiece model, real Beam)."""
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -461,7 +462,12 @@ def test_beam_worker_logs_show_only_with_verbose(workspace, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         stderr[verbose] = result.stderr
         assert "preprocessing.prepare: prepared" in result.stderr
-    for chatter in ("INFO:apache_beam.runners.worker", "semi_persistent_directory",
-                    "apitools not found"):
-        assert chatter not in stderr[False], stderr[False][-3000:]
-        assert chatter in stderr[True], chatter
+    # Without apitools, Beam's BigQuery import warns at start, which gives a worker's root
+    # logger a stderr handler: its INFO lines then reach stderr directly (else the runner's
+    # log, at INFO, as a relayed record).
+    direct = importlib.util.find_spec("apitools") is None
+    chatter = ["semi_persistent_directory"]
+    chatter += ["INFO:apache_beam.runners.worker", "apitools not found"] if direct else []
+    for line in chatter:
+        assert line not in stderr[False], stderr[False][-3000:]
+        assert line in stderr[True], line

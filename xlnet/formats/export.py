@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 from xlnet.atomic_file import umask_mode
 from xlnet.config.model_config import XLNetConfig
@@ -23,6 +24,7 @@ from xlnet.formats.original_checkpoint import (CONFIG_NAME, checkpoint_prefix, m
                                                read_original_checkpoint,
                                                write_original_checkpoint)
 from xlnet.formats.saved_model import write_saved_model
+from xlnet.progress import Progress, megabytes
 from xlnet.tokenizer import TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
@@ -104,7 +106,10 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
     copies_tokenizer = fmt != "saved-model" and source.has(TOKENIZER_FILE)
     if copies_tokenizer:
         source.check_inside([source.tokenizer_path])
+    started = time.monotonic()
     config, data, arrays = load_weights(model_dir, checkpoint)
+    logger.info("read %d tensors (%s) in %.1f s", len(arrays),
+                megabytes(sum(a.nbytes for a in arrays.values())), time.monotonic() - started)
     parent = tempfile.mkdtemp(prefix="xlnet-export-") if remote else os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.partial-", dir=parent)
@@ -126,8 +131,12 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
             # the umask.
             with open(os.path.join(staging, TOKENIZER_FILE), "wb") as f:
                 f.write(source.read_tokenizer())
+        files = _files(staging)
+        logger.info("wrote %s: %d files, %s in %.1f s", fmt, len(files),
+                    megabytes(sum(os.path.getsize(os.path.join(staging, f)) for f in files)),
+                    time.monotonic() - started)
         if remote:
-            _upload(staging, output)
+            _upload(staging, files, output)
         else:
             os.replace(staging, output)
     finally:
@@ -141,19 +150,27 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
 _DESCRIBING_FILES = ("checkpoint", CONFIG_NAME, "config.json", "saved_model.pb")
 
 
-def _upload(staging, output):
+def _files(staging):
+    """The staged export's files, relative to it."""
+    return [os.path.relpath(os.path.join(folder, name), staging)
+            for folder, _, names in os.walk(staging) for name in names]
+
+
+def _upload(staging, files, output):
     """Copies the staged export to `output` on an object store, one whole object per file:
     the weights first, the describing files last."""
     import tensorflow as tf
 
-    files, folders = [], []
     for folder, subfolders, names in os.walk(staging):
-        relative = os.path.relpath(folder, staging)
-        if not names and not subfolders:
-            folders.append(relative)  # e.g. a SavedModel's empty assets/
-        files += [os.path.normpath(os.path.join(relative, name)) for name in names]
-    for relative in folders:
-        tf.io.gfile.makedirs(f"{output}/{relative}")
-    for relative in sorted(files, key=lambda r: (os.path.basename(r) in _DESCRIBING_FILES, r)):
-        tf.io.gfile.copy(os.path.join(staging, relative),
-                         f"{output}/{relative.replace(os.sep, '/')}", overwrite=True)
+        if not names and not subfolders:  # e.g. a SavedModel's empty assets/
+            tf.io.gfile.makedirs(f"{output}/{os.path.relpath(folder, staging)}")
+    sizes = {relative: os.path.getsize(os.path.join(staging, relative)) for relative in files}
+    with Progress(logger, f"uploading to {output}", total=sum(sizes.values()),
+                  describe=megabytes) as progress:
+        done = 0
+        for relative in sorted(files, key=lambda r: (os.path.basename(r) in _DESCRIBING_FILES,
+                                                     r)):
+            tf.io.gfile.copy(os.path.join(staging, relative),
+                             f"{output}/{relative.replace(os.sep, '/')}", overwrite=True)
+            done += sizes[relative]
+            progress.update(done, relative)
