@@ -6,6 +6,7 @@ batches: the same Adam moments and decay, each variable's step scaled by its tru
 import re
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # Spec §8.2: a name matching DECAYED decays even though it contains "bias"; otherwise a name
@@ -132,3 +133,34 @@ def build_optimizer(train_config, learning_rate, original_variables):
         bias_correction=train_config.bias_correction)
     optimizer.exclude_by_original_names(original_variables)
     return optimizer
+
+
+class DynamicLossScale(tf.Module):
+    """The loss scale of `train.precision: mixed_float16`, Keras' LossScaleOptimizer rule:
+    halved (and the count of good steps reset) on a step whose gradients are not finite,
+    doubled after `growth_steps` finite steps in a row.
+
+    Its own state machine, not Keras' LossScaleOptimizer: that one unscales and checks the
+    gradients inside `apply`, after the trainer's clip, while the trainer must unscale between
+    the cross-replica sum and the clip. Create it under the strategy's scope (mirrored
+    variables); call `update` in a cross-replica context with the one decision of all replicas.
+    Both variables belong in the checkpoint, so a resume continues with the same scale.
+    """
+
+    def __init__(self, initial_scale=2.0 ** 15, growth_steps=2000, name="loss_scale"):
+        super().__init__(name=name)
+        self.growth_steps = growth_steps
+        aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.scale = tf.Variable(float(initial_scale), dtype=tf.float32, trainable=False,
+                                 name="scale", aggregation=aggregation)
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps",
+                                      aggregation=aggregation)
+
+    def update(self, finite):
+        """After a step: `finite` (bool scalar) says whether its gradients were applied."""
+        grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_steps)
+        self.scale.assign(tf.where(grow, self.scale * 2.0,
+                                   tf.where(finite, self.scale, self.scale * 0.5)))
+        keep_counting = tf.logical_and(finite, tf.logical_not(grow))
+        self.good_steps.assign(tf.where(keep_counting, self.good_steps + 1,
+                                        tf.zeros_like(self.good_steps)))

@@ -17,12 +17,13 @@ logger = logging.getLogger(__name__)
 
 # Dense peak TFLOP/s per device (original-xlnet.md §10.3; vendor sheets), by compute precision.
 PEAK_TFLOPS = {
-    "H100": {"mixed_bfloat16": 989.4, "float32": 494.7},  # float32 runs as TF32 on Hopper
-    "H200": {"mixed_bfloat16": 989.4, "float32": 494.7},
-    "A100": {"mixed_bfloat16": 312.0, "float32": 156.0},
+    # float32 runs as TF32 on Hopper; float16 and bfloat16 have the same dense peak.
+    "H100": {"mixed_bfloat16": 989.4, "mixed_float16": 989.4, "float32": 494.7},
+    "H200": {"mixed_bfloat16": 989.4, "mixed_float16": 989.4, "float32": 494.7},
+    "A100": {"mixed_bfloat16": 312.0, "mixed_float16": 312.0, "float32": 156.0},
 }
 SCALARS = ("loss", "perplexity", "accuracy", "learning_rate", "grad_norm", "tokens_per_second",
-           "mfu", "memory_bytes")
+           "mfu", "memory_bytes", "loss_scale", "skipped_steps")
 
 
 def detect_peak_tflops(precision):
@@ -77,6 +78,7 @@ class StepReporter(_Reporter):
     def _reset(self, now):
         self._since = now
         self._steps = 0
+        self._applied = 0  # steps whose gradients were applied (mixed_float16 skips some)
         self._sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0}
         self._layer_grad_norms = 0.0  # becomes [N]
 
@@ -99,19 +101,28 @@ class StepReporter(_Reporter):
         self._since += seconds
 
     def add(self, metrics, layer_grad_norms):
-        """One step's metrics (floats) and its gradient norm per layer [N]."""
+        """One step's metrics (floats) and its gradient norm per layer [N]. The gradient
+        norms of a skipped step (`metrics["skipped"]`: not finite under mixed_float16) are
+        left out of the means."""
         self._steps += 1
         self._step += 1
         if self._progress:
             self._progress.update(self._step, f"loss {metrics['loss']:.4f}")
+        skipped = metrics.get("skipped", 0.0) > 0
         for name in self._sums:
-            self._sums[name] += metrics[name]
-        self._layer_grad_norms = self._layer_grad_norms + layer_grad_norms
+            if not (skipped and name == "grad_norm"):
+                self._sums[name] += metrics[name]
+        if not skipped:
+            self._applied += 1
+            self._layer_grad_norms = self._layer_grad_norms + layer_grad_norms
 
-    def log(self, step, learning_rate, now):
-        """Means since the last log: console line and scalars; returns the scalars."""
+    def log(self, step, learning_rate, now, extra=None):
+        """Means since the last log: console line and scalars; returns the scalars. `extra`:
+        more scalars as they stand (mixed_float16: `loss_scale`, `skipped_steps` in all)."""
         elapsed = max(now - self._since, 1e-9)
         means = {name: value / self._steps for name, value in self._sums.items()}
+        means["grad_norm"] = (self._sums["grad_norm"] / self._applied if self._applied
+                              else math.nan)  # every step since the last log was skipped
         tokens_per_second = self._steps * self.tokens_per_step / elapsed
         scalars = {
             **means,
@@ -119,22 +130,30 @@ class StepReporter(_Reporter):
             "learning_rate": learning_rate,
             "tokens_per_second": tokens_per_second,
             "memory_bytes": float(memory_in_use()),
+            **{name: float(value) for name, value in (extra or {}).items()},
         }
         if self.peak_tflops > 0:
             scalars["mfu"] = tokens_per_second * self.flops_per_token / (self.peak_tflops * 1e12)
         eta = datetime.timedelta(
             seconds=round((self.total_steps - step) * elapsed / self._steps))
         if self.enabled:
+            scaling = ""
+            if "loss_scale" in scalars:
+                scaling = (f" loss_scale {scalars['loss_scale']:g} skipped "
+                           f"{scalars['skipped_steps']:.0f}")
             logger.info("step %d/%d loss %.7f lr %.3e grad_norm %.4f accuracy %.4f "
-                        "tokens/s %.0f%s ETA %s", step, self.total_steps, means["loss"],
+                        "tokens/s %.0f%s%s ETA %s", step, self.total_steps, means["loss"],
                         learning_rate, means["grad_norm"], means["accuracy"],
                         tokens_per_second,
-                        f" mfu {scalars['mfu']:.2%}" if "mfu" in scalars else "", eta)
+                        f" mfu {scalars['mfu']:.2%}" if "mfu" in scalars else "", scaling, eta)
             with self.writer.as_default():
                 for name, value in scalars.items():
+                    if math.isnan(value):  # no gradient norm: every step skipped
+                        continue
                     tag = lm_tag(name) if name in LM_METRICS else train_scalar_tag(name)
                     tf.summary.scalar(tag, value, step=step)
-                for layer, norm in enumerate(self._layer_grad_norms / self._steps):
+                for layer, norm in enumerate(self._layer_grad_norms / max(self._applied, 1)
+                                             if self._applied else []):
                     tf.summary.scalar(train_scalar_tag(f"grad_norm/layer_{layer}"), norm,
                                       step=step)
             self.writer.flush()

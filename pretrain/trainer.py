@@ -31,7 +31,7 @@ from pretrain.input_pipeline import (MODEL_INPUTS, InputPipeline, StreamPlan,
                                      load_dataset_info)
 from pretrain.learning_rate_schedule import WarmupDecaySchedule
 from pretrain.memory_state import MemoryState
-from pretrain.optimizer import build_optimizer
+from pretrain.optimizer import DynamicLossScale, build_optimizer
 from pretrain.run_lock import RunLock
 from pretrain.summaries import (EvalReporter, StepReporter, detect_peak_tflops,
                                 write_dataset_summaries, write_hparams)
@@ -97,6 +97,14 @@ class Trainer:
             self.optimizer = build_optimizer(train, self.schedule,
                                              self.model.original_variables())
             self.optimizer.build(self.model.trainable_variables)
+            self.loss_scale = (DynamicLossScale(train.loss_scale)
+                               if train.precision == "mixed_float16" else None)
+        # The loss scale is the scale of the mean loss per target, as with Keras (the step
+        # differentiates a replica's sum): the sum is divided by the power of two nearest
+        # below the targets of a replica's micro-batch, which keeps the scaling exact.
+        targets = train.global_batch_size // strategy.num_replicas_in_sync * (
+            run_config.data.num_predict)
+        self._loss_scale_divisor = 2.0 ** math.floor(math.log2(max(targets, 1)))
         self._layer_groups = layer_groups(self.model)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -107,6 +115,11 @@ class Trainer:
                                   model.d_model)
         checkpoint = training_checkpoint(self.model, self.optimizer, self.step,
                                          self.data_position)
+        self._checkpoint = checkpoint
+        if self.loss_scale is not None and "precision" not in self._config_changes:
+            # The loss scale and its count of good steps (a run resumed from another
+            # precision has none in its checkpoints: _train adds them after the restore).
+            checkpoint.loss_scale = self.loss_scale
         self.checkpoints = CheckpointStore(checkpoint, model_dir, train.keep_checkpoints,
                                            self.step, self.chief, worker_index(strategy))
         self.evaluator = None
@@ -124,8 +137,9 @@ class Trainer:
 
     # ---- the step ---------------------------------------------------------------------------
 
-    def _gradients(self, batch, memory, seed):
-        """Forward + backward on one micro-batch: sums for the global mean, new memory, grads."""
+    def _gradients(self, batch, memory, seed, loss_scale=None):
+        """Forward + backward on one micro-batch: sums for the global mean, new memory, grads
+        (of the loss sum times `loss_scale` when given: mixed_float16)."""
         inputs = {name: batch[name] for name in MODEL_INPUTS}
         if memory is not None:
             inputs["mems"] = memory  # [b, N, M, D]
@@ -134,8 +148,9 @@ class Trainer:
             loss_sums, weight_sums = per_example_lm_loss(
                 outputs["logits"], batch["targets"], batch["target_weights"])  # [b], [b]
             loss_sum = tf.reduce_sum(loss_sums)
+            scaled_loss = loss_sum if loss_scale is None else loss_sum * loss_scale
         variables = self.model.trainable_variables
-        grads = tape.gradient(loss_sum, variables)
+        grads = tape.gradient(scaled_loss, variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
         predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)  # [b, K]
         correct = tf.reduce_sum(tf.cast(tf.equal(predicted, batch["targets"]), tf.float32)
@@ -155,6 +170,12 @@ class Trainer:
         train = self.config.train
         loss_sum = weight_sum = correct = 0.0
         grads = None
+        # mixed_float16: the loss is scaled before the gradient (the scale as it stands at
+        # this step, read here, outside XLA) so that small gradients do not flush to zero.
+        scale = multiplier = None
+        if self.loss_scale is not None:
+            scale = tf.identity(self.loss_scale.scale)
+            multiplier = scale / self._loss_scale_divisor
         for micro in range(train.grad_accum_steps):
             micro_batch = {name: value[micro] for name, value in batch.items()}
             if memory is not None:
@@ -163,7 +184,7 @@ class Trainer:
                 memory = memory * continuing[:, None, None, None]
             seed = self._dropout_seed(step, micro, replica)
             micro_loss, micro_weight, micro_correct, memory, micro_grads = (
-                self._forward_backward(micro_batch, memory, seed))
+                self._forward_backward(micro_batch, memory, seed, multiplier))
             loss_sum += micro_loss
             weight_sum += micro_weight
             correct += micro_correct
@@ -171,9 +192,15 @@ class Trainer:
         # The stop request rides along, so every worker stops after the same step. (Made a
         # value of this replica's device: all_reduce refuses a host value passed to all.)
         stop_requested = stop_requested * tf.ones_like(weight_sum)
-        total_weight, total_loss, total_correct, stops = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, [weight_sum, loss_sum, correct, stop_requested])
+        sums = [weight_sum, loss_sum, correct, stop_requested]
+        if scale is not None:  # how many replicas have a non-finite gradient
+            sums.append(1.0 - tf.cast(tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in grads]), tf.float32))
+        total_weight, total_loss, total_correct, stops, *overflowed = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, sums)
         grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        if scale is not None:  # unscaled after the sum, before the norm and the clip
+            grads = [g / multiplier for g in grads]
         grads = [tf.math.divide_no_nan(g, total_weight) for g in grads]
         grad_norm = tf.linalg.global_norm(grads)
         layer_grad_norms = tf.stack([tf.linalg.global_norm([grads[j] for j in group])
@@ -182,11 +209,35 @@ class Trainer:
             grads, _ = tf.clip_by_global_norm(grads, train.clip_norm, use_norm=grad_norm)
         # The optimizer sums over replicas once more: hand it each replica's share.
         replicas = self.strategy.num_replicas_in_sync
-        self.optimizer.apply([g / replicas for g in grads], self.model.trainable_variables)
+        shares = [g / replicas for g in grads]
         metrics = {"loss": tf.math.divide_no_nan(total_loss, total_weight),
                    "accuracy": tf.math.divide_no_nan(total_correct, total_weight),
                    "grad_norm": grad_norm, "layer_grad_norms": layer_grad_norms, "stop": stops}
+        if scale is None:
+            self.optimizer.apply(shares, self.model.trainable_variables)
+        else:
+            # One decision for every replica and worker: no replica had a non-finite
+            # gradient (an all-reduced count) and the summed, unscaled gradient is finite
+            # (the same all-reduced values everywhere).
+            finite = tf.logical_and(tf.equal(overflowed[0], 0.0), tf.math.is_finite(grad_norm))
+            context.merge_call(self._apply_if_finite, args=(shares, finite))
+            metrics.update(skipped=1.0 - tf.cast(finite, tf.float32), loss_scale=scale)
         return memory, metrics
+
+    def _apply_if_finite(self, strategy, shares, finite):
+        """mixed_float16, in the cross-replica context: applies the gradients when they are
+        finite, else leaves the weights, the optimizer's moments and its step count as they
+        are (the step is skipped); then moves the loss scale. (A cond whose branch applies
+        must run here: under a strategy the optimizer's apply calls merge_call itself.)"""
+        finite = strategy.experimental_local_results(finite)[0]  # equal on every replica
+
+        def apply():
+            strategy.extended.call_for_each_replica(
+                lambda shares: self.optimizer.apply(shares, self.model.trainable_variables),
+                args=(shares,))
+
+        tf.cond(finite, apply, lambda: None)
+        self.loss_scale.update(finite)
 
     @tf.function
     def _train_step(self, batch, memory, step, stop_requested):
@@ -293,6 +344,10 @@ class Trainer:
     def _train(self, on_step):
         train = self.config.train
         self.restore()
+        if self.loss_scale is not None and not hasattr(self._checkpoint, "loss_scale"):
+            self._checkpoint.loss_scale = self.loss_scale  # saved from now on
+        # The optimizer counts only the steps it applied (mixed_float16 skips overflows).
+        self._skipped_steps = int(self.step.numpy()) - int(self.optimizer.iterations.numpy())
         if self.chief:
             if self._config_changes:
                 record_config_change(self.model_dir, self._config_changes,
@@ -359,7 +414,12 @@ class Trainer:
                   if name != "layer_grad_norms"}
         layer_grad_norms = dispatched.metrics["layer_grad_norms"].numpy()  # [N]
         stop = values.pop("stop") > 0
-        if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+        # The schedule follows the optimizer's own step count: the updates applied before.
+        learning_rate = float(self.schedule(step - 1 - self._skipped_steps))
+        skipped = values.get("skipped", 0.0) > 0
+        if skipped:
+            self._check_skipped(step, values)
+        elif not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
             # A finite loss with non-finite gradients still leaves non-finite weights.
             raise UserError(
                 f"step {step}: the loss is {values['loss']} and the gradient norm "
@@ -370,8 +430,28 @@ class Trainer:
         if on_step is not None:
             on_step(self, step, dispatched.batch, values, dispatched.memory)
         if step % self.config.train.log_every == 0 or step == self.config.train.steps:
-            reporter.log(step, float(self.schedule(step - 1)), time.perf_counter())
+            fp16 = {} if self.loss_scale is None else {
+                "loss_scale": values["loss_scale"], "skipped_steps": self._skipped_steps}
+            reporter.log(step, learning_rate, time.perf_counter(), fp16)
         return stop
+
+    def _check_skipped(self, step, values):
+        """mixed_float16: a step whose gradients overflowed was skipped (weights, optimizer
+        and its step count untouched; the data and the memory moved on). Counts it; stops the
+        run when the loss itself is not finite (a forward pass out of float16's range, which
+        no loss scale mends) or when the gradients overflow even at a scale of 1."""
+        self._skipped_steps += 1
+        scale = values["loss_scale"]
+        if self.chief:
+            logger.info("step %d: gradients not finite at loss scale %g: step skipped "
+                        "(%d so far), the scale halved", step, scale, self._skipped_steps)
+        if not math.isfinite(values["loss"]) or scale <= 1.0:
+            raise UserError(
+                f"step {step}: the loss is {values['loss']} and the gradients are not finite "
+                f"at loss scale {scale:g} under train.precision mixed_float16; stopped without "
+                f"saving. Last good checkpoint: {self.checkpoints.latest or 'none'} (resume "
+                "with --set train.precision=mixed_bfloat16 or float32 and "
+                "--allow-config-change, or lower train.learning_rate)")
 
     def _request_stop(self, signum, frame):
         logger.info("SIGTERM: stopping after this step (a checkpoint will be saved)")

@@ -24,8 +24,12 @@ class TrainConfig:
     bias_correction: bool = option(True, "false = the original AdamWeightDecay (Q18)")
     clip_norm: float = option(1.0, "global gradient-norm clip, after the cross-replica sum")
     grad_accum_steps: int = option(1, "micro-steps summed per optimizer step")
-    precision: Literal["float32", "mixed_bfloat16"] = option(
-        "float32", "mixed_bfloat16: bf16 compute, fp32 variables")
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = option(
+        "float32", "mixed_bfloat16: bf16 compute, fp32 variables; mixed_float16: fp16 compute, "
+        "fp32 variables, dynamic loss scaling (overflowing steps skipped)")
+    loss_scale: float = option(
+        2.0 ** 15, "mixed_float16: initial loss scale (>= 1; halved on an overflow, doubled "
+        "after 2000 good steps)")
     jit_compile: bool = option(False, "XLA-compile forward and backward")
     remat: Literal["none", "layer"] = option(
         "none", "layer: recompute each layer's activations in the backward pass (less memory)")
@@ -67,6 +71,8 @@ class TrainConfig:
                      "peak_tflops", "seed", "eval_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.loss_scale < 1:
+            raise UserError(f"train.loss_scale: must be >= 1, got {self.loss_scale}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"train.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
 
