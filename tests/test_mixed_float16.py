@@ -31,8 +31,9 @@ FP16 = ["train.precision=mixed_float16"]
 # every scale from 2**23 up, so steps 1-4 (2**26 .. 2**23) are skipped whatever the data.
 HUGE = ["train.loss_scale=67108864"]  # 2**26
 # Per-step losses of a 30-step tiny run, mixed_float16 against float32 (dropout on): the
-# largest relative difference measured here was 4.6e-5 (see the README's precision section).
-LOSS_RTOL = 5e-4
+# largest relative difference measured here was 1.6e-5 and 1.8e-5 (train.seed 0 and 1; median
+# 3e-6); the bound leaves 10x.
+LOSS_RTOL = 2e-4
 
 
 def _inputs(config, blocked_everywhere=False):
@@ -181,7 +182,7 @@ def test_each_step_option_skips_the_overflows_then_trains(dataset, tmp_path, opt
     """XLA around the forward and backward pass, gradient accumulation (the scaled micro-step
     gradients summed), layer recomputation: each skips the forced overflows, then trains, and
     (but for accumulation, which trains on other rows) follows the plain float16 step."""
-    overrides = FP16 + HUGE + ["train.steps=8"]
+    overrides = FP16 + HUGE + ["train.steps=10"]
     plain = _run(_trainer(dataset, str(tmp_path / "plain"), overrides))
     records = _run(_trainer(dataset, str(tmp_path / "option"), overrides + [option]))
     skipped = records[:, 2] > 0
@@ -208,3 +209,19 @@ def test_two_replicas_skip_together_when_one_overflows(dataset, tmp_path):
     assert records["scale_copies"] == [[2.0 ** 13] * 2, [4, 4]]  # scale, good steps
     assert records["copies_differ"] == [] and records["variables_changed"]
     assert all(math.isfinite(loss) for loss in records["loss"])
+
+
+@pytest.mark.slow
+def test_a_float32_run_resumes_under_float16_and_keeps_its_scale_from_then_on(dataset,
+                                                                             tmp_path):
+    """A float32 checkpoint has no loss scale: a resume with --allow-config-change onto
+    mixed_float16 starts one (train.loss_scale) and saves it; the next resume restores it."""
+    model_dir = str(tmp_path / "m")
+    float32 = _trainer(dataset, model_dir, ["train.steps=2"])
+    assert float32.train() == 0 and float32.loss_scale is None
+    switched = _trainer(dataset, model_dir, FP16 + HUGE + ["train.steps=4"])
+    records = _run(switched)
+    np.testing.assert_array_equal(records[:, 1:], [[2.0 ** 26, 1], [2.0 ** 25, 1]])
+    assert int(switched.optimizer.iterations.numpy()) == 2  # the float32 steps only
+    again = _run(_trainer(dataset, model_dir, FP16 + HUGE + ["train.steps=5"]))
+    np.testing.assert_array_equal(again[:, 1:], [[2.0 ** 24, 1]])  # restored, not 2**26
