@@ -139,7 +139,7 @@ class StepReporter(_Reporter):
         if self.enabled:
             scaling = ""
             if "loss_scale" in scalars:
-                scaling = (f" loss_scale {scalars['loss_scale']:g} skipped "
+                scaling = (f" loss_scale {scalars['loss_scale']:.10g} skipped "
                            f"{scalars['skipped_steps']:.0f}")
             logger.info("step %d/%d loss %.7f lr %.3e grad_norm %.4f accuracy %.4f "
                         "tokens/s %.0f%s%s ETA %s", step, self.total_steps, means["loss"],

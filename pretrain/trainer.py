@@ -443,12 +443,12 @@ class Trainer:
         self._skipped_steps += 1
         scale = values["loss_scale"]
         if self.chief:
-            logger.info("step %d: gradients not finite at loss scale %g: step skipped "
+            logger.info("step %d: gradients not finite at loss scale %.10g: step skipped "
                         "(%d so far), the scale halved", step, scale, self._skipped_steps)
         if not math.isfinite(values["loss"]) or scale <= 1.0:
             raise UserError(
                 f"step {step}: the loss is {values['loss']} and the gradients are not finite "
-                f"at loss scale {scale:g} under train.precision mixed_float16; stopped without "
+                f"at loss scale {scale:.10g} under train.precision mixed_float16; stopped without "
                 f"saving. Last good checkpoint: {self.checkpoints.latest or 'none'} (resume "
                 "with --set train.precision=mixed_bfloat16 or float32 and "
                 "--allow-config-change, or lower train.learning_rate)")

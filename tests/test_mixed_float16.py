@@ -225,3 +225,17 @@ def test_a_float32_run_resumes_under_float16_and_keeps_its_scale_from_then_on(da
     assert int(switched.optimizer.iterations.numpy()) == 2  # the float32 steps only
     again = _run(_trainer(dataset, model_dir, FP16 + HUGE + ["train.steps=5"]))
     np.testing.assert_array_equal(again[:, 1:], [[2.0 ** 24, 1]])  # restored, not 2**26
+
+
+def test_a_loss_out_of_float16_range_stops_the_run(dataset, tmp_path):
+    """Word vectors of 1e4 (float16 holds them) give attention scores and logits beyond
+    65504: the loss itself is not finite, which no loss scale mends. The step is skipped (the
+    weights stay finite) and the run stops, naming the checkpoint to go back to."""
+    trainer = _trainer(dataset, str(tmp_path / "m"), FP16 + ["train.steps=3"])
+    embedding = trainer.model.backbone.word_embedding
+    embedding.assign(embedding * 0 + 1e4)
+    with pytest.raises(UserError, match=r"step 1: the loss is (nan|inf).*mixed_float16.*"
+                                         r"Last good checkpoint: none"):
+        trainer.train()
+    assert int(trainer.optimizer.iterations.numpy()) == 0
+    assert all(np.isfinite(v.numpy()).all() for v in trainer.model.trainable_variables)
