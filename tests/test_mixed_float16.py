@@ -239,3 +239,26 @@ def test_a_loss_out_of_float16_range_stops_the_run(dataset, tmp_path):
         trainer.train()
     assert int(trainer.optimizer.iterations.numpy()) == 0
     assert all(np.isfinite(v.numpy()).all() for v in trainer.model.trainable_variables)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_skip_and_train_as_two_mirrored_replicas(dataset, tmp_path):
+    """MultiWorkerMirroredStrategy, 2 processes on loopback (one replica each), from a scale
+    that overflows: the chief logs the skips, and its losses are those of 2 MirroredStrategy
+    replicas in one process (the same skips, the same updates on both workers)."""
+    from test_pretrain_distributed import _losses, _run_workers
+
+    overrides = ["model.dropout=0", "model.dropatt=0", "train.warmup_steps=2",
+                 "train.steps=10"] + FP16 + HUGE
+    spec, out = tmp_path / "spec.json", tmp_path / "records.npz"
+    spec.write_text(json.dumps({"replicas": 2, "data": dataset, "phases": [
+        {"model_dir": str(tmp_path / "mirrored"), "overrides": overrides}]}))
+    subprocess.run([sys.executable, "tests/pretrain_harness.py", str(spec), str(out)],
+                   cwd=REPO, check=True, timeout=300, capture_output=True)
+    mirrored = np.load(out)["0/loss"]
+    statuses, outputs = _run_workers(dataset, str(tmp_path / "workers"), str(tmp_path),
+                                     overrides)
+    assert statuses == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    losses = _losses(outputs[0])
+    assert "step 4: gradients not finite" in outputs[0] and "skipped 4" in outputs[0]
+    np.testing.assert_allclose([losses[s] for s in sorted(losses)], mirrored, rtol=1e-5)
