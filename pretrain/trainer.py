@@ -4,7 +4,10 @@ One optimizer step on each replica: for each of the `grad_accum_steps` micro-bat
 forward and backward pass (optionally XLA-compiled) with the memory its rows carried from the
 previous micro-step; then the gradients are summed across replicas, divided by the global
 number of targets (so the loss is the masked mean over the whole global batch, whatever the
-replica count), clipped by global norm, and applied. Dropout seeds are stateless, folded from
+replica count), clipped by global norm, and applied. Under mixed_float16 the loss is scaled
+before the gradient and the summed gradients unscaled before the norm; a step whose gradients
+are not finite on any replica is skipped by all (the weights and the optimizer untouched, the
+data and the memory moving on) and the scale halves. Dropout seeds are stateless, folded from
 (seed, step, micro-step, replica), and the data position is a counter, so a restored
 checkpoint (weights, optimizer, step, memory, position) continues the run exactly.
 """
@@ -100,7 +103,7 @@ class Trainer:
             self.loss_scale = (DynamicLossScale(train.loss_scale)
                                if train.precision == "mixed_float16" else None)
         # The loss scale is the scale of the mean loss per target, as with Keras (the step
-        # differentiates a replica's sum): the sum is divided by the power of two nearest
+        # differentiates a replica's sum): the sum is divided by the power of two at or
         # below the targets of a replica's micro-batch, which keeps the scaling exact.
         targets = train.global_batch_size // strategy.num_replicas_in_sync * (
             run_config.data.num_predict)
