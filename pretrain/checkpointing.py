@@ -28,7 +28,7 @@ FIXED_TRAIN_KEYS = ("global_batch_size",)
 # --allow-config-change.
 FREE_TRAIN_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
                    "eval_segments", "peak_tflops", "strategy", "jit_compile", "remat",
-                   "cluster_timeout")
+                   "cluster_timeout", "loss_scale")
 
 
 def check_model_dir(model_dir, run_config, allow_config_change=False):
