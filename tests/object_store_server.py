@@ -12,8 +12,8 @@ opens a connection anywhere but to the emulator, and refuses every other host.
 
 `python tests/object_store_server.py DIR` runs both in one process (so the test's own process
 keeps its CPU) and, once they listen, writes DIR/ports.json ({"api": P, "proxy": Q}) and
-DIR/ca.pem; DIR/requests.log gets a line per request. `ObjectStoreServer` starts that process, waits for it, offers `environ()` for the
-clients' processes, and stops it.
+DIR/ca.pem; DIR/requests.log gets a line per request. `ObjectStoreServer` starts that process,
+waits for it, offers `environ()` for the clients' processes, and stops it.
 """
 
 import json

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from pretrain.cluster import check_tf_config
+from trainer_process import free_ports
 from xlnet.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,16 +114,6 @@ def test_tf_config_with_another_strategy_is_ignored_with_a_warning(monkeypatch, 
             in caplog.text)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _tf_config(addresses, index):
     return json.dumps({"cluster": {"worker": addresses},
                        "task": {"type": "worker", "index": index}})
@@ -176,7 +167,7 @@ def _last_line(text):
 
 @pytest.mark.slow
 def test_a_missing_worker_is_logged_and_the_wait_ends_at_cluster_timeout(tmp_path):
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     with Workers(tmp_path) as workers:
         workers.start(_tf_config(addresses, 0), model_dir=str(tmp_path / "model"),
                       overrides=["train.cluster_timeout=5"])
@@ -221,7 +212,7 @@ def _listening(pid, port):
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_ends_the_wait_at_once_and_the_waiting_worker_listens_on_its_host(tmp_path):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     addresses = [f"127.0.0.1:{port}" for port in ports]
     with Workers(tmp_path) as workers:
         process = workers.start(_tf_config(addresses, 0), model_dir=str(tmp_path / "model"),
@@ -259,7 +250,7 @@ def test_tensorflow_s_server_listens_on_every_interface(tmp_path):
     """TensorFlow's gRPC server binds "0.0.0.0:PORT" (grpc_server_lib.cc), which gRPC opens
     as a dual-stack "[::]" socket: the README says so. This fails once TensorFlow binds the
     host of TF_CONFIG, and the README (and this test) must then say that instead."""
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     process = subprocess.Popen([sys.executable, "-c", TF_SERVER_SCRIPT, str(port)], cwd=REPO,
                                env=_clean_env(), start_new_session=True, text=True,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -277,7 +268,7 @@ def test_tensorflow_s_server_listens_on_every_interface(tmp_path):
 def test_a_late_worker_joins_and_both_train(dataset, tmp_path):
     """Worker 0 waits (logging it) until worker 1 starts seconds later; then both hand their
     ports to TensorFlow, form the cluster and train."""
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     overrides = ["train.steps=2", "train.log_every=1", "train.cluster_timeout=200"]
     with Workers(tmp_path) as workers:
         for index in range(2):
@@ -304,7 +295,7 @@ def test_cluster_timeout_must_be_positive():
 def test_sigterm_after_the_cluster_formed_but_before_training_exits_at_once(dataset, tmp_path):
     """TensorFlow's preemption notifier takes SIGTERM when its server starts; the start-up
     takes it back until the trainer installs its own handler (model build, data checks)."""
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     with Workers(tmp_path) as workers:
         for index in range(2):
             workers.start(_tf_config(addresses, index), data=dataset,

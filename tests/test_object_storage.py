@@ -15,11 +15,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from object_store_server import ObjectStoreServer
+from trainer_process import run_trainer
 from tests.text_corpus import train_tiny_tokenizer, write_corpus
 from xlnet.commands.prepare import run as prepare_locally
 
@@ -27,7 +27,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = ["--set", "model.n_token=300", "--set", "data.num_streams=4",
             "--set", "data.num_passes=2"]
 STEPS = 6
-STEP_LINE = re.compile(r"step (\d+)/\d+ loss (\S+)")
 DEADLINE_S = 300
 
 # Run in a client process: copies between local paths and the store, listings, reads.
@@ -205,26 +204,8 @@ def _pretrain(env, data, model_dir, kill_at=None):
     command = [sys.executable, "-m", "xlnet", "pretrain", "--config", "tiny", "--data", data,
                "--model-dir", model_dir, "--steps", str(STEPS), "--log-every", "1",
                "--checkpoint-every", "3", "--set", "model.n_token=300"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + DEADLINE_S
-    losses, lines = {}, []
-    try:
-        for line in process.stderr:
-            lines.append(line)
-            match = STEP_LINE.search(line)
-            if match:
-                losses[int(match.group(1))] = float(match.group(2))
-                if int(match.group(1)) == kill_at:
-                    os.killpg(process.pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise TimeoutError
-        status = process.wait(timeout=max(deadline - time.monotonic(), 1))
-    except (TimeoutError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail("trainer did not finish in time:\n" + "".join(lines[-30:]))
-    return status, losses, "".join(lines)
+    return run_trainer(command, stop_at=kill_at, sig=signal.SIGKILL, env=env,
+                       deadline_s=DEADLINE_S)
 
 
 @pytest.fixture(scope="module")

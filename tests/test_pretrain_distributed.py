@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import tensorflow as tf
 from dataset_fixture import write_dataset
 from xlnet.formats.model_dir import model_weights
 from pretrain_harness import record_run
+from trainer_process import free_ports
 from xlnet import load_run_config
 from xlnet.model.permutation import permutation_inputs
 from xlnet.model.xlnet_lm import XLNetLM
@@ -170,21 +170,11 @@ def test_one_and_two_replicas_give_the_same_losses_and_evaluation(dataset, two_r
                                on_two["memory_attention_share"], rtol=LOSS_RTOL)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _run_workers(data, model_dir, log_dir, overrides, signal_worker_at=None, count=2):
     """`count` `xlnet pretrain --strategy multi_worker` processes on loopback; returns their
     exit statuses and logs. `signal_worker_at=(worker, step)` sends that worker SIGTERM once the
     chief has logged `step`. Every process group is killed at the deadline."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(count)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1,localhost"
     command = [sys.executable, "-m", "xlnet", "pretrain", "--config", "tiny",

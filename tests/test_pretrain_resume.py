@@ -2,22 +2,17 @@
 with the same command, logs the same per-step losses as an uninterrupted run (dropout on, and
 evaluation every few steps); in float32 and in mixed_float16 while its loss scale moves."""
 
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from dataset_fixture import write_dataset
+from trainer_process import run_trainer
 from xlnet import load_run_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10
-STEP_LINE = re.compile(r"step (\d+)/\d+ loss (\S+)")
-DEADLINE_S = 240
 
 
 # mixed_float16 from a loss scale of 2**26: the first steps overflow and are skipped, so the
@@ -34,40 +29,13 @@ def _command(data, model_dir, precision="float32"):
             "--set", "train.eval_segments=2", *PRECISIONS[precision]]
 
 
-def _run(command, stop_at=None, sig=None):
-    """Runs the trainer; sends `sig` to its process group once it logs step `stop_at`.
-
-    Returns (exit status, {step: loss}). The whole group is killed at the deadline."""
-    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + DEADLINE_S
-    losses, lines = {}, []
-    try:
-        for line in process.stderr:
-            lines.append(line)
-            match = STEP_LINE.search(line)
-            if match:
-                losses[int(match.group(1))] = float(match.group(2))
-                if stop_at is not None and int(match.group(1)) == stop_at:
-                    os.killpg(process.pid, sig)
-                    stop_at = None
-            if time.monotonic() > deadline:
-                raise TimeoutError
-        status = process.wait(timeout=max(deadline - time.monotonic(), 1))
-    except (TimeoutError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail("trainer did not finish in time:\n" + "".join(lines[-30:]))
-    return status, losses, "".join(lines)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", sorted(PRECISIONS))
 def test_sigterm_and_sigkill_then_resume_give_the_uninterrupted_losses(tmp_path, precision):
     data = str(tmp_path / "data")
     write_dataset(data, load_run_config("tiny"), segments_per_stream=4,
                   eval_segments_per_stream=3)
-    status, reference, log = _run(_command(data, str(tmp_path / "reference"), precision))
+    status, reference, log = run_trainer(_command(data, str(tmp_path / "reference"), precision))
     assert "eval at step 4:" in log and "eval at step 10:" in log
     assert status == 0 and sorted(reference) == list(range(1, STEPS + 1))
     if precision == "mixed_float16":
@@ -76,16 +44,16 @@ def test_sigterm_and_sigkill_then_resume_give_the_uninterrupted_losses(tmp_path,
         reference_skips = len(skipped)
 
     command = _command(data, str(tmp_path / "interrupted"), precision)
-    status, first, log = _run(command, stop_at=2, sig=signal.SIGTERM)
+    status, first, log = run_trainer(command, stop_at=2, sig=signal.SIGTERM)
     # The request is all-reduced with the next step dispatched and read one step later (the
     # host reads step N's metrics after dispatching N + 1), so every worker stops at the same
     # step, a few steps after the one logged when the signal came.
     stopped = max(first)
     assert status == 143 and 3 <= stopped <= 6
     assert f"stopped by SIGTERM at step {stopped}" in log
-    status, second, log = _run(command, stop_at=7, sig=signal.SIGKILL)  # after ckpt-6
+    status, second, log = run_trainer(command, stop_at=7, sig=signal.SIGKILL)  # after ckpt-6
     assert status == -signal.SIGKILL and f"at step {stopped}" in log
-    status, third, log = _run(command)
+    status, third, log = run_trainer(command)
     assert status == 0 and "ckpt-6 at step 6" in log
     assert sorted(first) == list(range(1, stopped + 1))
     assert min(second) == stopped + 1 and sorted(third) == [7, 8, 9, 10]
