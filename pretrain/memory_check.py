@@ -57,13 +57,13 @@ def _gib(n):
 def required_bytes(run_config, replicas):
     """(bytes per replica at the step's peak, its DeviceMemory) for the run's local batch.
 
-    pretrain/plan.py counts float32 activations; under `train.precision: mixed_bfloat16` most
-    are half as large, so they are counted at half here: the check refuses only what cannot
-    fit.
+    pretrain/plan.py counts float32 activations; under a 16-bit `train.precision`
+    (mixed_bfloat16, mixed_float16) most are half as large, so they are counted at half here:
+    the check refuses only what cannot fit.
     """
     local_batch = max(1, run_config.train.global_batch_size // max(1, replicas))
     memory = device_memory(run_config.model, run_config.data, local_batch)
-    if run_config.train.precision == "mixed_bfloat16":
+    if run_config.train.precision.startswith("mixed_"):
         memory = dataclasses.replace(memory, activations=memory.activations // 2,
                                      activations_remat=memory.activations_remat // 2)
     return memory.peak(run_config.train.remat == "layer"), memory
