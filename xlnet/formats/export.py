@@ -88,20 +88,13 @@ def export(model_dir, fmt, output, checkpoint=None, seq_len=None, num_predict=No
         if value is not None and value <= 0:
             raise UserError(f"{flag} {value}: must be positive (or leave it out for the "
                             "run's value)")
-    remote = "://" in output  # an object store URL (gs://): staged here, then uploaded
-    if remote:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        output = output.rstrip("/")
-        if tf.io.gfile.exists(output) and (not tf.io.gfile.isdir(output)
-                                           or tf.io.gfile.listdir(output)):
-            raise UserError(f"--output {output}: exists and is not empty; choose a new "
-                            "directory")
-    else:
-        output = os.path.abspath(output)
-        if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
-            raise UserError(f"--output {output}: exists and is not empty; choose a new "
-                            "directory")
+    remote = "://" in output  # an object store URL (gs://): staged here, then uploaded
+    output = output.rstrip("/") if remote else os.path.abspath(output)
+    if tf.io.gfile.exists(output) and (not tf.io.gfile.isdir(output)
+                                       or tf.io.gfile.listdir(output)):
+        raise UserError(f"--output {output}: exists and is not empty; choose a new directory")
     source = ModelDirectory(model_dir)
     copies_tokenizer = fmt != "saved-model" and source.has(TOKENIZER_FILE)
     if copies_tokenizer:
